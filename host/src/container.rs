@@ -1,0 +1,140 @@
+//! The method history of one pruned tensor, and how a new method combines with earlier masks.
+//!
+//! PyTorch's `PruningContainer._combine_masks`: a method applied to an already pruned tensor only
+//! sees the part that is still unpruned, chosen by its PRUNING_TYPE, and its partial mask is
+//! written back into those positions, so pruned entries stay pruned forever.
+
+use crate::error::{PruneError, Result};
+use crate::method::custom::to_binary_mask;
+use crate::method::{PruningMethod, PruningType};
+use std::fmt;
+use std::sync::Arc;
+use tch::{Kind, Tensor};
+
+/// The pruning methods applied to one tensor, oldest first (PyTorch's `PruningContainer`; a
+/// tensor pruned once holds a history of one).
+#[derive(Clone)]
+pub struct PruningContainer {
+    tensor_name: String,
+    history: Vec<Arc<dyn PruningMethod>>,
+}
+
+impl PruningContainer {
+    /// An empty history for the tensor `tensor_name`.
+    pub fn new(tensor_name: impl Into<String>) -> Self {
+        Self {
+            tensor_name: tensor_name.into(),
+            history: Vec::new(),
+        }
+    }
+
+    /// The tensor this history belongs to.
+    pub fn tensor_name(&self) -> &str {
+        &self.tensor_name
+    }
+
+    /// The methods applied so far, oldest first.
+    pub fn history(&self) -> &[Arc<dyn PruningMethod>] {
+        &self.history
+    }
+
+    /// The names of the methods applied so far, oldest first.
+    pub fn method_names(&self) -> Vec<&str> {
+        self.history.iter().map(|method| method.name()).collect()
+    }
+
+    /// Appends a method acting on `tensor_name`, which must be this container's tensor.
+    pub fn add_pruning_method(
+        &mut self,
+        tensor_name: &str,
+        method: Arc<dyn PruningMethod>,
+    ) -> Result<()> {
+        if tensor_name != self.tensor_name {
+            return Err(PruneError::ContainerTensorMismatch {
+                expected: self.tensor_name.clone(),
+                actual: tensor_name.to_owned(),
+            });
+        }
+        self.history.push(method);
+        Ok(())
+    }
+
+    /// The mask after applying the latest method on top of `default_mask` (the current mask):
+    /// the method only sees the still unpruned part of `t`, as its PRUNING_TYPE says.
+    pub fn compute_mask(&self, t: &Tensor, default_mask: &Tensor) -> Result<Tensor> {
+        let method = self
+            .history
+            .last()
+            .ok_or_else(|| PruneError::MethodFailed {
+                method: "PruningContainer".to_owned(),
+                reason: format!("no pruning method for '{}' yet", self.tensor_name),
+            })?;
+        combine_masks(method.as_ref(), t, default_mask)
+    }
+}
+
+impl fmt::Debug for PruningContainer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.tensor_name)?;
+        match self.history.as_slice() {
+            [single] => write!(f, "{}", single.name()),
+            _ => write!(f, "PruningContainer{:?}", self.method_names()),
+        }
+    }
+}
+
+/// Runs `method` on the part of `t` that `mask` leaves unpruned and writes its partial mask back.
+pub(crate) fn combine_masks(
+    method: &dyn PruningMethod,
+    t: &Tensor,
+    mask: &Tensor,
+) -> Result<Tensor> {
+    let mask = &mask.f_to_kind(Kind::Bool)?;
+    match method.pruning_type() {
+        PruningType::Unstructured => {
+            let part = t.f_masked_select(mask)?;
+            let part_mask = part.f_ones_like()?.f_to_kind(Kind::Bool)?;
+            let partial = checked_mask(method, method.compute_mask(&part, &part_mask), &part_mask)?;
+            Ok(mask.f_masked_scatter(mask, &partial)?)
+        }
+        PruningType::Structured { dim } => {
+            let dim = crate::method::structured::checked_dim(t, dim)? as i64;
+            let slices = t.size()[dim as usize];
+            let alive = mask
+                .f_movedim(dim, 0)?
+                .f_reshape([slices, -1])?
+                .f_any_dim(1, false)?
+                .f_nonzero()?
+                .f_view(-1)?;
+            let part = t.f_index_select(dim, &alive)?;
+            let part_mask = mask.f_index_select(dim, &alive)?;
+            let partial = checked_mask(method, method.compute_mask(&part, &part_mask), &part_mask)?;
+            Ok(mask.f_index_copy(dim, &alive, &partial)?)
+        }
+        PruningType::Global => checked_mask(method, method.compute_mask(t, mask), mask),
+    }
+}
+
+/// A method's result as a `bool` mask, after checking what every method must guarantee: the
+/// shape of the default mask, values 0 and 1 only, and no pruned entry revived.
+pub(crate) fn checked_mask(
+    method: &dyn PruningMethod,
+    result: Result<Tensor>,
+    default_mask: &Tensor,
+) -> Result<Tensor> {
+    let what = || format!("method {}", method.name());
+    let mask = result?;
+    if mask.size() != default_mask.size() {
+        return Err(PruneError::ShapeMismatch {
+            what: format!("{}: the mask must have the tensor's shape", what()),
+            expected: default_mask.size(),
+            actual: mask.size(),
+        });
+    }
+    let mask = to_binary_mask(&mask.f_to_device(default_mask.device())?, &what())?;
+    let revived = mask.f_logical_and(&default_mask.f_logical_not()?)?;
+    if revived.f_any()?.f_int64_value(&[])? != 0 {
+        return Err(PruneError::RevivedEntries(what()));
+    }
+    Ok(mask)
+}

@@ -1,0 +1,154 @@
+//! The one error type of the library.
+//!
+//! Every validation rule of PyTorch's `torch.nn.utils.prune` has its own variant, so callers can
+//! match on what went wrong and the message names the offending value.
+
+use tch::TchError;
+
+/// Everything that can go wrong while pruning.
+#[derive(Debug, thiserror::Error)]
+pub enum PruneError {
+    /// An amount that is neither a non-negative count nor a fraction in [0, 1].
+    #[error("invalid amount {amount}: {reason}")]
+    InvalidAmount {
+        /// The amount as given.
+        amount: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// A count larger than the number of prunable units.
+    #[error("amount={amount} should be smaller than the number of parameters to prune={units}")]
+    AmountTooLarge {
+        /// The requested count.
+        amount: i64,
+        /// How many units (entries or slices) there are.
+        units: i64,
+    },
+    /// A structured method applied to a tensor with fewer than two dimensions.
+    #[error("structured pruning can only be applied to multidimensional tensors, found a tensor of shape {shape:?}")]
+    NotMultidimensional {
+        /// The shape of the tensor.
+        shape: Vec<i64>,
+    },
+    /// A `dim` outside the tensor's dimensions.
+    #[error("invalid dim {dim} for a tensor of {ndim} dimensions")]
+    DimOutOfRange {
+        /// The dim as given.
+        dim: i64,
+        /// The number of dimensions of the tensor.
+        ndim: usize,
+    },
+    /// An `n` that is not a number, `inf`, `-inf` or `fro`, or `fro` over more than two dims.
+    #[error("invalid norm: {0}")]
+    InvalidNorm(String),
+    /// Two tensors that must have the same shape do not.
+    #[error("{what}: expected shape {expected:?}, got {actual:?}")]
+    ShapeMismatch {
+        /// What was compared.
+        what: String,
+        /// The shape required.
+        expected: Vec<i64>,
+        /// The shape found.
+        actual: Vec<i64>,
+    },
+    /// A mask with values other than 0 and 1.
+    #[error("{0}: a mask may hold only 0 and 1")]
+    NotBinaryMask(String),
+    /// A mask that sets entries back to 1 that an earlier pruning had zeroed.
+    #[error("{0}: the mask revives entries that were already pruned")]
+    RevivedEntries(String),
+    /// No parameter of that name on the module.
+    #[error("module {module} has no parameter named '{name}'")]
+    UnknownParameter {
+        /// The module's kind (or path).
+        module: String,
+        /// The parameter name asked for.
+        name: String,
+    },
+    /// No sub-module at that path.
+    #[error("no sub-module at path '{0}'")]
+    UnknownModule(String),
+    /// `remove` on a tensor that is not pruned.
+    #[error(
+        "parameter '{name}' of module {module} has to be pruned before pruning can be removed"
+    )]
+    NotPruned {
+        /// The module's kind (or path).
+        module: String,
+        /// The tensor name.
+        name: String,
+    },
+    /// A name that is already taken on the module.
+    #[error("module {module} already has an attribute named '{name}'")]
+    NameTaken {
+        /// The module's kind.
+        module: String,
+        /// The name.
+        name: String,
+    },
+    /// A method whose PRUNING_TYPE does not fit where it is used.
+    #[error("method {method} has the wrong PRUNING_TYPE: {reason}")]
+    WrongPruningType {
+        /// The method's name.
+        method: String,
+        /// What was expected.
+        reason: String,
+    },
+    /// A container asked to hold a method for another tensor.
+    #[error("can only add pruning methods acting on the parameter named '{expected}' to this container, got one for '{actual}'")]
+    ContainerTensorMismatch {
+        /// The container's tensor.
+        expected: String,
+        /// The method's tensor.
+        actual: String,
+    },
+    /// No method registered under that name.
+    #[error("unknown pruning method '{0}'")]
+    UnknownMethod(String),
+    /// Two methods registered under one name.
+    #[error("a pruning method named '{name}' is already registered ({existing})")]
+    DuplicateMethod {
+        /// The name.
+        name: String,
+        /// Where the first one came from.
+        existing: String,
+    },
+    /// A JSON argument that is missing, unknown or of the wrong type.
+    #[error("method {method}: argument '{argument}': {reason}")]
+    InvalidArgument {
+        /// The method being built.
+        method: String,
+        /// The argument.
+        argument: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The same parameter listed twice for global pruning.
+    #[error("parameter '{0}' is listed more than once")]
+    DuplicateParameter(String),
+    /// A checkpoint that does not fit the model.
+    #[error("state_dict does not fit the model: {0}")]
+    StateDict(String),
+    /// A pruning method reported a failure of its own.
+    #[error("method {method} failed: {reason}")]
+    MethodFailed {
+        /// The method's name.
+        method: String,
+        /// What it said.
+        reason: String,
+    },
+    /// An I/O error, with the path it concerns.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// An error raised by libtorch.
+    #[error("libtorch: {0}")]
+    Torch(#[from] TchError),
+}
+
+/// The library's result type.
+pub type Result<T, E = PruneError> = std::result::Result<T, E>;

@@ -1,0 +1,45 @@
+//! PyTorch-exact model pruning for [tch](https://docs.rs/tch) (libtorch) modules.
+//!
+//! tchprune reproduces `torch.nn.utils.prune`: pruning the tensor `name` of a module moves it to
+//! the parameter `name_orig`, adds the buffer `name_mask`, and makes `name` equal to
+//! `orig * mask` in every forward pass; pruning it again only touches what is still unpruned and
+//! records the method in the tensor's history; [`prune::remove`] makes it permanent. Masks equal
+//! PyTorch's for the same tensors for every deterministic method.
+//!
+//! - [`Module`] is the module tree (tch has none): named parameters, buffers, children, forward.
+//! - [`layers`] has prunable Linear and Conv1d/2d/3d layers and the tutorial's LeNet.
+//! - [`prune`] has PyTorch's functions; [`PruningMethod`] is the trait to write your own method.
+//! - [`Registry`] finds methods by name and builds them from JSON arguments.
+//!
+//! ```
+//! use tch::{nn, Device, Kind, Tensor};
+//! use tchprune::{layers, prune, Norm};
+//!
+//! let vs = nn::VarStore::new(Device::Cpu);
+//! let mut model = layers::lenet(&vs.root());
+//! prune::ln_structured(&mut model, "conv1.weight", 0.5, Norm::P(2.0), 0, None)?;
+//! let y = model.forward(&Tensor::randn([1, 1, 28, 28], (Kind::Float, Device::Cpu)));
+//! assert_eq!(y.size(), [1, 10]);
+//! assert!(prune::is_pruned(&model));
+//! # Ok::<(), tchprune::PruneError>(())
+//! ```
+
+#![warn(missing_docs)]
+
+mod amount;
+mod container;
+mod error;
+pub mod layers;
+pub mod method;
+mod module;
+pub mod prune;
+mod registry;
+mod reparam;
+pub mod sparsity;
+
+pub use amount::Amount;
+pub use container::PruningContainer;
+pub use error::{PruneError, Result};
+pub use method::{Norm, PruningMethod, PruningType};
+pub use module::{mask_name, orig_name, ForwardFn, Module};
+pub use registry::{BuildFn, MethodEntry, Origin, Registered, Registry};

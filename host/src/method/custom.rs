@@ -1,0 +1,120 @@
+//! `custom_from_mask`: prune with a mask the caller already has.
+
+use crate::error::{PruneError, Result};
+use crate::method::{MethodArgs, PruningMethod, PruningType};
+use crate::registry::MethodEntry;
+use serde_json::Value;
+use std::sync::{Arc, Mutex};
+use tch::{Kind, Tensor};
+
+/// Prunes the entries where a given mask is 0: PyTorch's `prune.CustomFromMask`
+/// (PRUNING_TYPE `global`: it always sees the whole tensor).
+#[derive(Debug)]
+pub struct CustomFromMask {
+    // A `Tensor` is `Send` but not `Sync`; methods are shared between threads.
+    mask: Mutex<Tensor>,
+}
+
+impl CustomFromMask {
+    /// A method applying `mask` (any dtype, values 0 and 1 only) on top of the current mask.
+    pub fn new(mask: &Tensor) -> Result<Self> {
+        Ok(Self {
+            mask: Mutex::new(to_binary_mask(mask, "custom_from_mask")?),
+        })
+    }
+
+    /// Builds the mask from nested JSON arrays of 0/1 (or `true`/`false`).
+    pub fn from_json(value: &Value) -> Result<Self> {
+        let mut shape = Vec::new();
+        let mut values = Vec::new();
+        flatten_nested(value, 0, &mut shape, &mut values)?;
+        Self::new(&Tensor::from_slice(&values).f_reshape(shape.as_slice())?)
+    }
+}
+
+/// `mask` as a `bool` tensor, after checking that it holds only 0 and 1.
+pub(crate) fn to_binary_mask(mask: &Tensor, what: &str) -> Result<Tensor> {
+    if mask.kind() == Kind::Bool {
+        return Ok(mask.shallow_clone());
+    }
+    let zero = mask.f_eq(0)?;
+    let binary = zero
+        .f_logical_or(&mask.f_eq(1)?)?
+        .f_all()?
+        .f_int64_value(&[])?
+        != 0;
+    if !binary {
+        return Err(PruneError::NotBinaryMask(what.to_owned()));
+    }
+    Ok(zero.f_logical_not()?)
+}
+
+fn flatten_nested(
+    value: &Value,
+    depth: usize,
+    shape: &mut Vec<i64>,
+    out: &mut Vec<f64>,
+) -> Result<()> {
+    let bad = |reason: &str| PruneError::InvalidArgument {
+        method: "custom_from_mask".to_owned(),
+        argument: "mask".to_owned(),
+        reason: reason.to_owned(),
+    };
+    match value {
+        Value::Array(items) => {
+            if shape.len() == depth {
+                shape.push(items.len() as i64);
+            } else if shape.get(depth) != Some(&(items.len() as i64)) {
+                return Err(bad("nested arrays must be rectangular"));
+            }
+            items
+                .iter()
+                .try_for_each(|item| flatten_nested(item, depth + 1, shape, out))
+        }
+        Value::Number(n) if shape.len() == depth => {
+            out.push(n.as_f64().ok_or_else(|| bad("not a number"))?);
+            Ok(())
+        }
+        Value::Bool(b) if shape.len() == depth => {
+            out.push(f64::from(u8::from(*b)));
+            Ok(())
+        }
+        _ => Err(bad("expected nested arrays of 0/1 values")),
+    }
+}
+
+impl PruningMethod for CustomFromMask {
+    fn name(&self) -> &str {
+        "custom_from_mask"
+    }
+
+    fn pruning_type(&self) -> PruningType {
+        PruningType::Global
+    }
+
+    fn compute_mask(&self, _t: &Tensor, default_mask: &Tensor) -> Result<Tensor> {
+        let mask = self.mask.lock().unwrap_or_else(|e| e.into_inner());
+        if default_mask.size() != mask.size() {
+            return Err(PruneError::ShapeMismatch {
+                what: "custom_from_mask: the mask must match the tensor".to_owned(),
+                expected: default_mask.size(),
+                actual: mask.size(),
+            });
+        }
+        let mask = mask.f_to_device(default_mask.device())?;
+        Ok(default_mask.f_logical_and(&mask)?)
+    }
+}
+
+inventory::submit! {
+    MethodEntry {
+        name: "custom_from_mask",
+        pruning_type: "global",
+        description: "Prunes where a given mask (nested arrays of 0/1) is 0",
+        build: |args| {
+            let args = MethodArgs::new("custom_from_mask", args, &["mask"])?;
+            let mask = args.get("mask").ok_or_else(|| args.error("mask", "missing required argument"))?;
+            Ok(Arc::new(CustomFromMask::from_json(mask)?))
+        },
+    }
+}

@@ -1,0 +1,102 @@
+//! Pruning methods: the [`PruningMethod`] trait, its [`PruningType`], and the built-ins.
+//!
+//! A method only computes a mask from a tensor (or its importance scores) and a default mask; all
+//! the bookkeeping (`_orig`, `_mask`, the container, rollback) belongs to [`crate::reparam`]. That
+//! split is PyTorch's `BasePruningMethod.compute_mask` versus `BasePruningMethod.apply`, and it is
+//! what lets a method written in another crate, or loaded from a plugin, behave like a built-in.
+//!
+//! Masks are `bool` tensors inside tchprune (PyTorch keeps them in the parameter's dtype): they are
+//! four times smaller for f32 and convert losslessly to PyTorch's layout in
+//! [`crate::Module::state_dict`].
+
+mod args;
+pub(crate) mod custom;
+mod identity;
+mod select;
+pub(crate) mod structured;
+mod unstructured;
+
+pub use args::MethodArgs;
+pub use custom::CustomFromMask;
+pub use identity::Identity;
+pub use structured::{LnStructured, Norm, RandomStructured};
+pub use unstructured::{L1Unstructured, RandomUnstructured};
+
+use crate::error::Result;
+use std::fmt;
+use tch::Tensor;
+
+/// What part of a tensor a method looks at when it prunes on top of an earlier mask (PyTorch's
+/// `PRUNING_TYPE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PruningType {
+    /// The method sees only the entries that are still unpruned, as one flat list.
+    Unstructured,
+    /// The method sees only the slices along `dim` that are not entirely pruned.
+    Structured {
+        /// The dimension along which whole slices are pruned; negative counts from the end.
+        dim: i64,
+    },
+    /// The method sees the whole tensor.
+    Global,
+}
+
+impl PruningType {
+    /// PyTorch's spelling: `"unstructured"`, `"structured"` or `"global"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PruningType::Unstructured => "unstructured",
+            PruningType::Structured { .. } => "structured",
+            PruningType::Global => "global",
+        }
+    }
+}
+
+impl fmt::Display for PruningType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PruningType::Structured { dim } => write!(f, "structured(dim={dim})"),
+            other => f.write_str(other.as_str()),
+        }
+    }
+}
+
+/// A pruning technique: PyTorch's `BasePruningMethod` subclass.
+///
+/// Implement it in your own crate to add a method; the host does the rest. The tutorial's
+/// method that zeroes every other entry:
+///
+/// ```
+/// use tchprune::{PruningMethod, PruningType, Result};
+/// use tch::Tensor;
+///
+/// #[derive(Debug)]
+/// struct FooBarPruningMethod;
+///
+/// impl PruningMethod for FooBarPruningMethod {
+///     fn name(&self) -> &str { "foobar" }
+///     fn pruning_type(&self) -> PruningType { PruningType::Unstructured }
+///     fn compute_mask(&self, _t: &Tensor, default_mask: &Tensor) -> Result<Tensor> {
+///         let mask = default_mask.copy();
+///         let _ = mask.view(-1).slice(0, 0, None, 2).fill_(0);
+///         Ok(mask)
+///     }
+/// }
+/// ```
+pub trait PruningMethod: Send + Sync + fmt::Debug {
+    /// The method's name, as the registry and the history show it (`"l1_unstructured"`).
+    fn name(&self) -> &str;
+
+    /// Which part of an already pruned tensor the method sees.
+    fn pruning_type(&self) -> PruningType;
+
+    /// Computes the mask for `t` (the tensor, or its importance scores) starting from
+    /// `default_mask`, a `bool` tensor of the same shape. The result must have `t`'s shape, hold
+    /// only 0 and 1 (any dtype; `bool` is cheapest) and keep every zero of `default_mask`.
+    fn compute_mask(&self, t: &Tensor, default_mask: &Tensor) -> Result<Tensor>;
+
+    /// The method's arguments, for histories and checkpoint metadata.
+    fn arguments(&self) -> serde_json::Value {
+        serde_json::Value::Object(Default::default())
+    }
+}

@@ -1,0 +1,124 @@
+//! Unstructured methods: prune individual entries, by magnitude or at random.
+
+use crate::amount::Amount;
+use crate::error::Result;
+use crate::method::select::{select, End};
+use crate::method::{MethodArgs, PruningMethod, PruningType};
+use crate::registry::MethodEntry;
+use serde_json::json;
+use std::sync::Arc;
+use tch::Tensor;
+
+/// Zeroes the `k` entries of `default_mask` that `select` picks from `scores`.
+fn zero_selected(
+    scores: &Tensor,
+    default_mask: &Tensor,
+    amount: Amount,
+    end: End,
+) -> Result<Tensor> {
+    let k = amount.units_to_prune(scores.numel() as i64)?;
+    let mask = default_mask.copy();
+    if k != 0 {
+        let pruned = select(&scores.f_reshape([-1])?, k, end)?;
+        let _ = mask.f_view(-1)?.f_masked_fill_(&pruned, 0)?;
+    }
+    Ok(mask)
+}
+
+/// Prunes the `amount` entries with the lowest L1 norm (absolute value): PyTorch's
+/// `prune.L1Unstructured`.
+#[derive(Clone, Copy, Debug)]
+pub struct L1Unstructured {
+    amount: Amount,
+}
+
+impl L1Unstructured {
+    /// A method pruning `amount` entries (a count, or a fraction of the entries).
+    pub fn new(amount: impl Into<Amount>) -> Result<Self> {
+        Ok(Self {
+            amount: amount.into().validated()?,
+        })
+    }
+}
+
+impl PruningMethod for L1Unstructured {
+    fn name(&self) -> &str {
+        "l1_unstructured"
+    }
+
+    fn pruning_type(&self) -> PruningType {
+        PruningType::Unstructured
+    }
+
+    fn compute_mask(&self, t: &Tensor, default_mask: &Tensor) -> Result<Tensor> {
+        zero_selected(&t.f_abs()?, default_mask, self.amount, End::Smallest)
+    }
+
+    fn arguments(&self) -> serde_json::Value {
+        json!({ "amount": self.amount.to_json() })
+    }
+}
+
+/// Prunes `amount` entries chosen uniformly at random: PyTorch's `prune.RandomUnstructured`.
+///
+/// It draws `rand_like(t)` and prunes the entries with the largest draws, as PyTorch does, so
+/// with the same seed (`tch::manual_seed`) it prunes the same entries as PyTorch.
+#[derive(Clone, Copy, Debug)]
+pub struct RandomUnstructured {
+    amount: Amount,
+}
+
+impl RandomUnstructured {
+    /// A method pruning `amount` random entries (a count, or a fraction of the entries).
+    pub fn new(amount: impl Into<Amount>) -> Result<Self> {
+        Ok(Self {
+            amount: amount.into().validated()?,
+        })
+    }
+}
+
+impl PruningMethod for RandomUnstructured {
+    fn name(&self) -> &str {
+        "random_unstructured"
+    }
+
+    fn pruning_type(&self) -> PruningType {
+        PruningType::Unstructured
+    }
+
+    fn compute_mask(&self, t: &Tensor, default_mask: &Tensor) -> Result<Tensor> {
+        let k = self.amount.units_to_prune(t.numel() as i64)?;
+        if k == 0 {
+            return Ok(default_mask.copy());
+        }
+        zero_selected(&t.f_rand_like()?, default_mask, self.amount, End::Largest)
+    }
+
+    fn arguments(&self) -> serde_json::Value {
+        json!({ "amount": self.amount.to_json() })
+    }
+}
+
+inventory::submit! {
+    MethodEntry {
+        name: "l1_unstructured",
+        pruning_type: "unstructured",
+        description: "Prunes the entries of smallest absolute value (or importance score)",
+        build: |args| {
+            let args = MethodArgs::new("l1_unstructured", args, &["amount"])?;
+            Ok(Arc::new(L1Unstructured::new(args.amount("amount")?)?))
+        },
+    }
+}
+
+inventory::submit! {
+    MethodEntry {
+        name: "random_unstructured",
+        pruning_type: "unstructured",
+        description: "Prunes entries chosen uniformly at random",
+        build: |args| {
+            let args = MethodArgs::new("random_unstructured", args, &["amount"])?;
+            Ok(Arc::new(RandomUnstructured::new(args.amount("amount")?)?))
+        },
+    }
+}

@@ -1,0 +1,397 @@
+//! A tree of named modules with parameters and buffers, for tch.
+//!
+//! tch has no `nn.Module` with named parameters, buffers and forward pre-hooks, and pruning is
+//! defined in those terms (`weight` leaves the parameters, `weight_orig` joins them, the buffer
+//! `weight_mask` appears, a hook recomputes `weight`). [`Module`] provides exactly that much:
+//! ordered parameters and buffers, named children, a forward function, and the pruning hooks.
+//! Parameters are ordinary tch variables (usually made by an [`tch::nn::Path`]), so an
+//! optimizer built from the `VarStore` keeps training them, before and after pruning.
+
+use crate::container::PruningContainer;
+use crate::error::{PruneError, Result};
+use std::fmt;
+use std::sync::Arc;
+use tch::Tensor;
+
+/// A module's forward function: `(module, input, train) -> output`. It reads its tensors with
+/// [`Module::get`], which yields `orig * mask` for pruned ones.
+pub type ForwardFn = Arc<dyn Fn(&Module, &Tensor, bool) -> Tensor + Send + Sync>;
+
+/// A named module: parameters, buffers, children and a forward function.
+///
+/// Declaring a prunable layer of your own takes a few lines:
+///
+/// ```
+/// use tch::{nn, Device, Kind, Tensor};
+/// use tchprune::Module;
+///
+/// let vs = nn::VarStore::new(Device::Cpu);
+/// let scale = Module::new("Scale")
+///     .with_parameter("weight", vs.root().ones("weight", &[4]))
+///     .with_forward(|m, xs, _train| xs * m.get("weight"));
+/// let y = scale.forward(&Tensor::ones([2, 4], (Kind::Float, Device::Cpu)));
+/// assert_eq!(y.size(), [2, 4]);
+/// ```
+pub struct Module {
+    kind: String,
+    parameters: Vec<(String, Tensor)>,
+    buffers: Vec<(String, Tensor)>,
+    children: Vec<(String, Module)>,
+    hooks: Vec<PruningContainer>,
+    forward: Option<ForwardFn>,
+}
+
+impl Module {
+    /// An empty module; `kind` is what it is (`"Linear"`, `"LeNet"`), shown in messages.
+    pub fn new(kind: impl Into<String>) -> Self {
+        Self {
+            kind: kind.into(),
+            parameters: Vec::new(),
+            buffers: Vec::new(),
+            children: Vec::new(),
+            hooks: Vec::new(),
+            forward: None,
+        }
+    }
+
+    /// Adds a parameter (builder form of [`Module::add_parameter`]).
+    ///
+    /// # Panics
+    /// If the name is already taken: a model definition with two tensors of one name is a bug.
+    pub fn with_parameter(mut self, name: &str, tensor: Tensor) -> Self {
+        self.add_parameter(name, tensor)
+            .unwrap_or_else(|e| panic!("{e}"));
+        self
+    }
+
+    /// Adds a buffer (builder form of [`Module::add_buffer`]).
+    ///
+    /// # Panics
+    /// If the name is already taken.
+    pub fn with_buffer(mut self, name: &str, tensor: Tensor) -> Self {
+        self.add_buffer(name, tensor)
+            .unwrap_or_else(|e| panic!("{e}"));
+        self
+    }
+
+    /// Adds a child module (builder form of [`Module::add_child`]).
+    ///
+    /// # Panics
+    /// If the name is already taken.
+    pub fn with_child(mut self, name: &str, child: Module) -> Self {
+        self.add_child(name, child)
+            .unwrap_or_else(|e| panic!("{e}"));
+        self
+    }
+
+    /// Sets the forward function.
+    pub fn with_forward(
+        mut self,
+        forward: impl Fn(&Module, &Tensor, bool) -> Tensor + Send + Sync + 'static,
+    ) -> Self {
+        self.forward = Some(Arc::new(forward));
+        self
+    }
+
+    fn check_free(&self, name: &str) -> Result<()> {
+        if self.has_attribute(name) || name.is_empty() || name.contains('.') {
+            return Err(PruneError::NameTaken {
+                module: self.kind.clone(),
+                name: name.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// True when `name` is a parameter, a buffer, a child or a pruned tensor of this module.
+    pub fn has_attribute(&self, name: &str) -> bool {
+        self.parameter(name).is_some()
+            || self.buffer(name).is_some()
+            || self.child(name).is_some()
+            || self.pruning_hook(name).is_some()
+    }
+
+    /// Registers a parameter at the end of the parameter list.
+    pub fn add_parameter(&mut self, name: &str, tensor: Tensor) -> Result<()> {
+        self.check_free(name)?;
+        self.parameters.push((name.to_owned(), tensor));
+        Ok(())
+    }
+
+    /// Registers a buffer at the end of the buffer list.
+    pub fn add_buffer(&mut self, name: &str, tensor: Tensor) -> Result<()> {
+        self.check_free(name)?;
+        self.buffers.push((name.to_owned(), tensor));
+        Ok(())
+    }
+
+    /// Registers a child module.
+    pub fn add_child(&mut self, name: &str, child: Module) -> Result<()> {
+        self.check_free(name)?;
+        self.children.push((name.to_owned(), child));
+        Ok(())
+    }
+
+    /// What kind of module this is.
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// This module's own parameters, in registration order.
+    pub fn parameters(&self) -> &[(String, Tensor)] {
+        &self.parameters
+    }
+
+    /// This module's own buffers, in registration order.
+    pub fn buffers(&self) -> &[(String, Tensor)] {
+        &self.buffers
+    }
+
+    /// This module's children, in registration order.
+    pub fn children(&self) -> &[(String, Module)] {
+        &self.children
+    }
+
+    /// The parameter `name` of this module.
+    pub fn parameter(&self, name: &str) -> Option<&Tensor> {
+        lookup(&self.parameters, name)
+    }
+
+    /// The buffer `name` of this module.
+    pub fn buffer(&self, name: &str) -> Option<&Tensor> {
+        lookup(&self.buffers, name)
+    }
+
+    /// The child `name` of this module.
+    pub fn child(&self, name: &str) -> Option<&Module> {
+        lookup(&self.children, name)
+    }
+
+    /// The child `name` of this module, mutably.
+    pub fn child_mut(&mut self, name: &str) -> Option<&mut Module> {
+        self.children
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .map(|(_, child)| child)
+    }
+
+    /// The sub-module at a dotted `path` (`"features.conv1"`); `""` is this module.
+    pub fn submodule(&self, path: &str) -> Result<&Module> {
+        if path.is_empty() {
+            return Ok(self);
+        }
+        path.split('.').try_fold(self, |module, name| {
+            module
+                .child(name)
+                .ok_or_else(|| PruneError::UnknownModule(path.to_owned()))
+        })
+    }
+
+    /// The sub-module at a dotted `path`, mutably.
+    pub fn submodule_mut(&mut self, path: &str) -> Result<&mut Module> {
+        if path.is_empty() {
+            return Ok(self);
+        }
+        path.split('.').try_fold(self, |module, name| {
+            module
+                .child_mut(name)
+                .ok_or_else(|| PruneError::UnknownModule(path.to_owned()))
+        })
+    }
+
+    /// The pruning hook (the method history) of tensor `name`, if it is pruned.
+    pub fn pruning_hook(&self, name: &str) -> Option<&PruningContainer> {
+        self.hooks.iter().find(|hook| hook.tensor_name() == name)
+    }
+
+    /// This module's pruning hooks in the order PyTorch keeps its `_forward_pre_hooks`: a hook
+    /// moves to the end each time its tensor is pruned again.
+    pub fn pruning_hooks(&self) -> &[PruningContainer] {
+        &self.hooks
+    }
+
+    /// The tensor `name` as the forward pass sees it: `name_orig * name_mask` when it is pruned
+    /// (recomputed on every call, so gradients reach `name_orig`), else the parameter or buffer.
+    pub fn try_get(&self, name: &str) -> Result<Tensor> {
+        if self.pruning_hook(name).is_some() {
+            let (orig, mask) = self.pruned_pair(name)?;
+            return Ok(orig.f_mul(mask)?);
+        }
+        self.parameter(name)
+            .or_else(|| self.buffer(name))
+            .map(Tensor::shallow_clone)
+            .ok_or_else(|| PruneError::UnknownParameter {
+                module: self.kind.clone(),
+                name: name.to_owned(),
+            })
+    }
+
+    /// [`Module::try_get`] for forward functions.
+    ///
+    /// # Panics
+    /// If the module has no tensor of that name (a bug in the forward function).
+    pub fn get(&self, name: &str) -> Tensor {
+        self.try_get(name).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `name_orig` and `name_mask` of a pruned tensor.
+    pub(crate) fn pruned_pair(&self, name: &str) -> Result<(&Tensor, &Tensor)> {
+        let not_pruned = || PruneError::NotPruned {
+            module: self.kind.clone(),
+            name: name.to_owned(),
+        };
+        let orig = self.parameter(&orig_name(name)).ok_or_else(not_pruned)?;
+        let mask = self.buffer(&mask_name(name)).ok_or_else(not_pruned)?;
+        Ok((orig, mask))
+    }
+
+    /// Runs the forward function in evaluation mode.
+    ///
+    /// # Panics
+    /// If the module has no forward function.
+    pub fn forward(&self, xs: &Tensor) -> Tensor {
+        self.forward_t(xs, false)
+    }
+
+    /// Runs the forward function, telling it whether this is training.
+    ///
+    /// # Panics
+    /// If the module has no forward function.
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let forward = self
+            .forward
+            .as_ref()
+            .unwrap_or_else(|| panic!("module {} has no forward function", self.kind));
+        forward(self, xs, train)
+    }
+
+    /// Every module of the tree with its dotted path, this one first (as `""`), depth first.
+    pub fn named_modules(&self) -> Vec<(String, &Module)> {
+        let mut out = Vec::new();
+        self.visit("", &mut |prefix, module| {
+            out.push((prefix.to_owned(), module))
+        });
+        out
+    }
+
+    fn visit<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(&str, &'a Module)) {
+        f(prefix, self);
+        for (name, child) in &self.children {
+            child.visit(&join(prefix, name), f);
+        }
+    }
+
+    /// Every parameter of the tree with its dotted name (`conv1.weight_orig`), module by module.
+    pub fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        self.collect(|m| &m.parameters)
+    }
+
+    /// Every buffer of the tree with its dotted name (`conv1.weight_mask`), module by module.
+    /// Masks are `bool` here; [`Module::state_dict`] converts them to PyTorch's layout.
+    pub fn named_buffers(&self) -> Vec<(String, Tensor)> {
+        self.collect(|m| &m.buffers)
+    }
+
+    fn collect(&self, own: fn(&Module) -> &Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
+        self.named_modules()
+            .into_iter()
+            .flat_map(|(prefix, module)| {
+                own(module)
+                    .iter()
+                    .map(move |(name, t)| (join(&prefix, name), t.shallow_clone()))
+            })
+            .collect()
+    }
+
+    /// The state_dict with PyTorch's names and order (per module: parameters, then buffers),
+    /// detached. Masks are converted to their parameter's dtype, as PyTorch stores them.
+    pub fn state_dict(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        for (prefix, module) in self.named_modules() {
+            for (name, t) in &module.parameters {
+                out.push((join(&prefix, name), t.detach()));
+            }
+            for (name, t) in &module.buffers {
+                out.push((join(&prefix, name), module.buffer_for_export(name, t)));
+            }
+        }
+        out
+    }
+
+    /// A buffer as PyTorch would hold it: masks in their parameter's dtype.
+    fn buffer_for_export(&self, name: &str, t: &Tensor) -> Tensor {
+        let orig = name
+            .strip_suffix("_mask")
+            .filter(|tensor| self.pruning_hook(tensor).is_some())
+            .and_then(|tensor| self.parameter(&orig_name(tensor)));
+        match orig {
+            Some(orig) => t.to_kind(orig.kind()),
+            None => t.detach(),
+        }
+    }
+
+    /// True when this module or any sub-module has a pruned tensor.
+    pub fn is_pruned(&self) -> bool {
+        self.named_modules()
+            .iter()
+            .any(|(_, module)| !module.hooks.is_empty())
+    }
+
+    pub(crate) fn parameters_mut(&mut self) -> &mut Vec<(String, Tensor)> {
+        &mut self.parameters
+    }
+
+    pub(crate) fn buffers_mut(&mut self) -> &mut Vec<(String, Tensor)> {
+        &mut self.buffers
+    }
+
+    pub(crate) fn hooks_mut(&mut self) -> &mut Vec<PruningContainer> {
+        &mut self.hooks
+    }
+}
+
+impl fmt::Debug for Module {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names = |entries: &[(String, Tensor)]| {
+            entries
+                .iter()
+                .map(|(name, t)| format!("{name}: {:?} {:?}", t.kind(), t.size()))
+                .collect::<Vec<_>>()
+        };
+        f.debug_struct(&self.kind)
+            .field("parameters", &names(&self.parameters))
+            .field("buffers", &names(&self.buffers))
+            .field("hooks", &self.hooks)
+            .field("children", &self.children)
+            .finish()
+    }
+}
+
+impl tch::nn::Module for Module {
+    fn forward(&self, xs: &Tensor) -> Tensor {
+        Module::forward(self, xs)
+    }
+}
+
+fn lookup<'a, T>(entries: &'a [(String, T)], name: &str) -> Option<&'a T> {
+    entries.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+}
+
+/// `prefix.name`, or `name` at the root.
+pub(crate) fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+/// The parameter that holds a pruned tensor's original values.
+pub fn orig_name(name: &str) -> String {
+    format!("{name}_orig")
+}
+
+/// The buffer that holds a pruned tensor's mask.
+pub fn mask_name(name: &str) -> String {
+    format!("{name}_mask")
+}

@@ -1,0 +1,173 @@
+//! Finding pruning methods by name and building them from JSON arguments.
+//!
+//! Built-in methods register themselves with [`inventory`] next to their definitions, so adding a
+//! method is one `inventory::submit!` and no central list to edit. A [`Registry`] snapshots
+//! them and can take more entries (methods of the application, or plugins) under the rule that
+//! names are unique.
+
+use crate::error::{PruneError, Result};
+use crate::method::PruningMethod;
+use serde_json::Value;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Builds a method from its JSON arguments.
+pub type BuildFn = fn(&Value) -> Result<Arc<dyn PruningMethod>>;
+
+/// A statically registered method: submit one with `inventory::submit!` to make a method of
+/// your crate available by name.
+#[derive(Debug)]
+pub struct MethodEntry {
+    /// The name it is found by (`"l1_unstructured"`).
+    pub name: &'static str,
+    /// PyTorch's PRUNING_TYPE as text: `"unstructured"`, `"structured"` or `"global"`.
+    pub pruning_type: &'static str,
+    /// One line saying what it does.
+    pub description: &'static str,
+    /// Builds it from JSON arguments.
+    pub build: BuildFn,
+}
+
+inventory::collect!(MethodEntry);
+
+/// Where a registered method comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Compiled into this program.
+    BuiltIn,
+    /// Loaded from a plugin file.
+    Plugin(PathBuf),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::BuiltIn => f.write_str("built-in"),
+            Origin::Plugin(path) => write!(f, "plugin {}", path.display()),
+        }
+    }
+}
+
+/// A method known to a [`Registry`].
+#[derive(Clone)]
+pub struct Registered {
+    /// The name it is found by.
+    pub name: String,
+    /// PRUNING_TYPE as text.
+    pub pruning_type: String,
+    /// One line saying what it does.
+    pub description: String,
+    /// Where it comes from.
+    pub origin: Origin,
+    builder: Arc<dyn Fn(&Value) -> Result<Arc<dyn PruningMethod>> + Send + Sync>,
+}
+
+impl fmt::Debug for Registered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registered")
+            .field("name", &self.name)
+            .field("pruning_type", &self.pruning_type)
+            .field("origin", &self.origin)
+            .finish()
+    }
+}
+
+impl Registered {
+    /// An entry built by `builder`.
+    pub fn new(
+        name: impl Into<String>,
+        pruning_type: impl Into<String>,
+        description: impl Into<String>,
+        origin: Origin,
+        builder: impl Fn(&Value) -> Result<Arc<dyn PruningMethod>> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            pruning_type: pruning_type.into(),
+            description: description.into(),
+            origin,
+            builder: Arc::new(builder),
+        }
+    }
+
+    /// Builds the method from its JSON arguments.
+    pub fn build(&self, args: &Value) -> Result<Arc<dyn PruningMethod>> {
+        (self.builder)(args)
+    }
+}
+
+/// Methods by name: the built-ins, plus whatever is registered later.
+///
+/// ```
+/// let registry = tchprune::Registry::with_builtins();
+/// let method = registry.build("l1_unstructured", &serde_json::json!({"amount": 0.3})).unwrap();
+/// assert_eq!(method.name(), "l1_unstructured");
+/// ```
+#[derive(Clone, Debug)]
+pub struct Registry {
+    entries: Vec<Registered>,
+}
+
+impl Registry {
+    /// A registry with no method at all.
+    pub fn empty() -> Self {
+        Self {
+            entries: Vec::new(),
+        }
+    }
+
+    /// Every method submitted with `inventory` in this program, sorted by name.
+    pub fn with_builtins() -> Self {
+        let mut entries: Vec<Registered> = inventory::iter::<MethodEntry>
+            .into_iter()
+            .map(|entry| {
+                let build = entry.build;
+                Registered::new(
+                    entry.name,
+                    entry.pruning_type,
+                    entry.description,
+                    Origin::BuiltIn,
+                    build,
+                )
+            })
+            .collect();
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Self { entries }
+    }
+
+    /// Adds a method; a name that is already taken is an error.
+    pub fn register(&mut self, entry: Registered) -> Result<()> {
+        if let Some(existing) = self.get(&entry.name) {
+            return Err(PruneError::DuplicateMethod {
+                name: entry.name,
+                existing: existing.origin.to_string(),
+            });
+        }
+        self.entries.push(entry);
+        Ok(())
+    }
+
+    /// The method registered under `name`.
+    pub fn get(&self, name: &str) -> Option<&Registered> {
+        self.entries.iter().find(|entry| entry.name == name)
+    }
+
+    /// Builds the method `name` from its JSON arguments.
+    pub fn build(&self, name: &str, args: &Value) -> Result<Arc<dyn PruningMethod>> {
+        self.get(name)
+            .ok_or_else(|| PruneError::UnknownMethod(name.to_owned()))?
+            .build(args)
+    }
+
+    /// Every registered method.
+    pub fn iter(&self) -> impl Iterator<Item = &Registered> {
+        self.entries.iter()
+    }
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::with_builtins()
+    }
+}

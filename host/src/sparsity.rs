@@ -1,0 +1,49 @@
+//! How much of a model is pruned: the numbers the tutorial prints.
+
+use crate::module::Module;
+use tch::Kind;
+
+/// The zeros of one tensor as the forward pass sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sparsity {
+    /// The tensor's dotted path (`conv1.weight`).
+    pub name: String,
+    /// How many entries are zero.
+    pub zeros: i64,
+    /// How many entries there are.
+    pub total: i64,
+}
+
+impl Sparsity {
+    /// The share of zero entries, in percent.
+    pub fn percent(&self) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            100.0 * self.zeros as f64 / self.total as f64
+        }
+    }
+}
+
+/// The sparsity of each listed tensor (dotted paths from `root`, as the forward pass sees them),
+/// followed by the total over all of them under the name `"global"`.
+pub fn sparsity(root: &Module, paths: &[&str]) -> crate::Result<Vec<Sparsity>> {
+    let mut rows = Vec::with_capacity(paths.len() + 1);
+    for path in paths {
+        let (module_path, name) = path.rsplit_once('.').unwrap_or(("", path));
+        let tensor = root.submodule(module_path)?.try_get(name)?;
+        let zeros = tensor.f_eq(0)?.f_sum(Kind::Int64)?.f_int64_value(&[])?;
+        rows.push(Sparsity {
+            name: (*path).to_owned(),
+            zeros,
+            total: tensor.numel() as i64,
+        });
+    }
+    let global = Sparsity {
+        name: "global".to_owned(),
+        zeros: rows.iter().map(|r| r.zeros).sum(),
+        total: rows.iter().map(|r| r.total).sum(),
+    };
+    rows.push(global);
+    Ok(rows)
+}

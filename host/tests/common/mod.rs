@@ -1,0 +1,78 @@
+//! Helpers shared by the integration tests: the PyTorch oracle and small model builders.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use tch::{nn, Device, Kind, Tensor};
+use tchprune::Module;
+
+/// The bootstrap's Python (with torch 2.11), from `.cargo/config.toml`.
+pub fn python() -> PathBuf {
+    let path = std::env::var_os("TCHPRUNE_PYTHON")
+        .expect("TCHPRUNE_PYTHON is not set: run scripts/bootstrap.sh first");
+    PathBuf::from(path)
+}
+
+/// A script under `host/tests/oracle/`.
+pub fn oracle_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/oracle")
+        .join(name)
+}
+
+/// Runs an oracle script with `args`, panicking with its stderr if it fails.
+pub fn run_python(script: &str, args: &[&Path]) {
+    let output = Command::new(python())
+        .arg(oracle_script(script))
+        .args(args)
+        .output()
+        .expect("the bootstrap's python runs");
+    assert!(
+        output.status.success(),
+        "{script} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Reads a safetensors file into a map.
+pub fn read_tensors(path: &Path) -> HashMap<String, Tensor> {
+    Tensor::read_safetensors(path)
+        .expect("readable safetensors")
+        .into_iter()
+        .collect()
+}
+
+/// A module with one trainable parameter `weight` holding a copy of `t`.
+pub fn module_with_weight(t: &Tensor) -> Module {
+    let weight = t.copy().set_requires_grad(true);
+    Module::new("Holder").with_parameter("weight", weight)
+}
+
+/// `t` as a `Vec<f64>`, flattened.
+pub fn values(t: &Tensor) -> Vec<f64> {
+    Vec::<f64>::try_from(t.to_kind(Kind::Double).flatten(0, -1)).unwrap()
+}
+
+/// A float tensor from nested rows.
+pub fn tensor2(rows: &[&[f64]]) -> Tensor {
+    let flat: Vec<f32> = rows
+        .iter()
+        .flat_map(|r| r.iter().map(|&x| x as f32))
+        .collect();
+    Tensor::from_slice(&flat).view([rows.len() as i64, -1])
+}
+
+/// The mask of the pruned tensor `path` of `module` as 0/1 values.
+pub fn mask_values(module: &Module, path: &str) -> Vec<f64> {
+    let (module_path, name) = path.rsplit_once('.').unwrap_or(("", path));
+    let m = module.submodule(module_path).unwrap();
+    values(m.buffer(&format!("{name}_mask")).expect("a mask"))
+}
+
+/// A small Linear model `in -> out` on the CPU with its VarStore.
+pub fn linear_model(in_dim: i64, out_dim: i64) -> (nn::VarStore, Module) {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = tchprune::layers::linear(&vs.root(), in_dim, out_dim);
+    (vs, model)
+}
