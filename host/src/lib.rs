@@ -27,6 +27,7 @@
 #![warn(missing_docs)]
 
 mod amount;
+pub mod checkpoint;
 mod container;
 mod error;
 pub mod layers;

@@ -274,6 +274,19 @@ impl Module {
         out
     }
 
+    /// Calls `f` on every module of the tree with its dotted path, this one first.
+    pub(crate) fn try_for_each_mut<E>(
+        &mut self,
+        prefix: &str,
+        f: &mut dyn FnMut(&str, &mut Module) -> Result<(), E>,
+    ) -> Result<(), E> {
+        f(prefix, self)?;
+        for (name, child) in &mut self.children {
+            child.try_for_each_mut(&join(prefix, name), f)?;
+        }
+        Ok(())
+    }
+
     fn visit<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(&str, &'a Module)) {
         f(prefix, self);
         for (name, child) in &self.children {

@@ -101,3 +101,23 @@ pub fn ln_structured(
 pub fn custom_from_mask(module: &mut Module, path: &str, mask: &Tensor) -> Result<()> {
     apply(module, path, Arc::new(CustomFromMask::new(mask)?), None)
 }
+
+/// PyTorch's `method.prune(t)`: `t` times the method's mask, computed from `importance_scores`
+/// (or `t` itself), without any module.
+pub fn prune_tensor(
+    method: &dyn crate::PruningMethod,
+    t: &Tensor,
+    importance_scores: Option<&Tensor>,
+) -> Result<Tensor> {
+    let scores = importance_scores.unwrap_or(t);
+    if scores.size() != t.size() {
+        return Err(crate::PruneError::ShapeMismatch {
+            what: "importance scores".to_owned(),
+            expected: t.size(),
+            actual: scores.size(),
+        });
+    }
+    let ones = scores.f_ones_like()?.f_to_kind(tch::Kind::Bool)?;
+    let mask = crate::container::checked_mask(method, method.compute_mask(scores, &ones), &ones)?;
+    Ok(t.f_mul(&mask.f_to_device(t.device())?)?)
+}

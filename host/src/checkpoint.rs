@@ -1,0 +1,206 @@
+//! State dicts on disk (safetensors, PyTorch's key names) and loading them into a model.
+//!
+//! Loading differs from PyTorch in one useful way: a checkpoint holding `P_orig` and `P_mask`
+//! loads into a fresh, unpruned model by restoring the reparametrization of `P` (PyTorch refuses
+//! those keys as unexpected). Everything is checked before the model is touched, so a failed
+//! load leaves it as it was. Files are written to a temporary file and renamed into place.
+
+use crate::error::{PruneError, Result};
+use crate::method::custom::to_binary_mask;
+use crate::method::CustomFromMask;
+use crate::module::{join, mask_name, orig_name, Module};
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use tch::Tensor;
+
+/// Writes `module.state_dict()` to `path` as safetensors, atomically.
+pub fn save(module: &Module, path: impl AsRef<Path>) -> Result<()> {
+    let state = module.state_dict();
+    write_atomically(path.as_ref(), |tmp| {
+        let named: Vec<(&str, Tensor)> = state
+            .iter()
+            .map(|(name, t)| (name.as_str(), t.contiguous()))
+            .collect();
+        Ok(Tensor::write_safetensors(&named, tmp)?)
+    })
+}
+
+/// Reads a safetensors state_dict.
+pub fn load(path: impl AsRef<Path>) -> Result<Vec<(String, Tensor)>> {
+    let path = path.as_ref();
+    if !path.exists() {
+        return Err(PruneError::Io {
+            path: path.display().to_string(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        });
+    }
+    Tensor::read_safetensors(path).map_err(|e| {
+        PruneError::StateDict(format!(
+            "{}: not a readable safetensors file: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// Runs `write` on a temporary path next to `path`, then renames it to `path`; on failure the
+/// temporary file is removed and `path` is untouched.
+pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let io = |source| PruneError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let file_name = path.file_name().ok_or_else(|| {
+        io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a file path",
+        ))
+    })?;
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp-{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = write(&tmp).and_then(|()| std::fs::rename(&tmp, path).map_err(io));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// What [`load_state_dict`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Tensors whose reparametrization was restored from `P_orig`/`P_mask` keys.
+    pub restored: Vec<String>,
+    /// Keys of the model that the checkpoint lacks (left as they were).
+    pub missing: Vec<String>,
+    /// Keys of the checkpoint that the model has no place for (ignored).
+    pub unexpected: Vec<String>,
+}
+
+/// Loads `state` into `module`, restoring pruned tensors that the model does not have pruned.
+///
+/// With `strict`, any missing or unexpected key is an error that names them. Shapes must match
+/// exactly and dtypes too (masks may come in any dtype, with values 0 and 1). On error the module
+/// is unchanged.
+pub fn load_state_dict(
+    module: &mut Module,
+    state: &[(String, Tensor)],
+    strict: bool,
+) -> Result<LoadReport> {
+    let given: HashMap<&str, &Tensor> = state.iter().map(|(k, t)| (k.as_str(), t)).collect();
+    let mut restorations = Vec::new();
+    for (prefix, sub) in module.named_modules() {
+        for (name, _) in sub.parameters() {
+            let key = join(&prefix, name);
+            let (orig, mask) = (
+                join(&prefix, &orig_name(name)),
+                join(&prefix, &mask_name(name)),
+            );
+            if !given.contains_key(key.as_str())
+                && given.contains_key(orig.as_str())
+                && given.contains_key(mask.as_str())
+            {
+                let mask = to_binary_mask(given[mask.as_str()], &mask)?;
+                restorations.push((key, mask));
+            }
+        }
+    }
+
+    let mut expected: Vec<(String, Tensor)> = module.state_dict();
+    for (key, mask) in &restorations {
+        let index = expected
+            .iter()
+            .position(|(k, _)| k == key)
+            .expect("found above");
+        let (_, value) = expected.remove(index);
+        let (prefix, name) = key.rsplit_once('.').unwrap_or(("", key));
+        expected.push((join(prefix, &orig_name(name)), value));
+        expected.push((join(prefix, &mask_name(name)), mask.shallow_clone()));
+    }
+    let expected_keys: BTreeSet<&str> = expected.iter().map(|(k, _)| k.as_str()).collect();
+    let report = LoadReport {
+        restored: restorations.iter().map(|(k, _)| k.clone()).collect(),
+        missing: expected_keys
+            .iter()
+            .filter(|k| !given.contains_key(*k))
+            .map(|k| k.to_string())
+            .collect(),
+        unexpected: state
+            .iter()
+            .filter(|(k, _)| !expected_keys.contains(k.as_str()))
+            .map(|(k, _)| k.clone())
+            .collect(),
+    };
+    if strict && (!report.missing.is_empty() || !report.unexpected.is_empty()) {
+        return Err(PruneError::StateDict(format!(
+            "missing keys {:?}, unexpected keys {:?}",
+            report.missing, report.unexpected
+        )));
+    }
+    for (key, target) in &expected {
+        let Some(value) = given.get(key.as_str()) else {
+            continue;
+        };
+        if value.size() != target.size() {
+            return Err(PruneError::ShapeMismatch {
+                what: format!("checkpoint key '{key}'"),
+                expected: target.size(),
+                actual: value.size(),
+            });
+        }
+        if key.ends_with("_mask") && is_mask(module, key) {
+            let _ = to_binary_mask(value, key)?;
+        } else if value.kind() != target.kind() {
+            return Err(PruneError::StateDict(format!(
+                "key '{key}': expected dtype {:?}, got {:?}",
+                target.kind(),
+                value.kind()
+            )));
+        }
+    }
+
+    for (key, mask) in restorations {
+        let method = Arc::new(CustomFromMask::new(&mask)?);
+        crate::reparam::apply(module, &key, method, None)?;
+    }
+    tch::no_grad(|| module.try_for_each_mut("", &mut |prefix, sub| sub.load_own(prefix, &given)))?;
+    Ok(report)
+}
+
+/// True when `key` names the mask of a pruned tensor, or will once restored.
+fn is_mask(module: &Module, key: &str) -> bool {
+    let (prefix, name) = key.rsplit_once('.').unwrap_or(("", key));
+    let tensor = name.strip_suffix("_mask").unwrap_or(name);
+    module
+        .submodule(prefix)
+        .map(|m| m.parameter(tensor).is_some() || m.pruning_hook(tensor).is_some())
+        .unwrap_or(false)
+}
+
+impl Module {
+    /// Copies this module's own entries from `given` (keys prefixed with `prefix`).
+    fn load_own(&mut self, prefix: &str, given: &HashMap<&str, &Tensor>) -> Result<()> {
+        let hooked: Vec<String> = self
+            .pruning_hooks()
+            .iter()
+            .map(|h| mask_name(h.tensor_name()))
+            .collect();
+        for (name, target) in self.parameters_mut().iter_mut() {
+            if let Some(value) = given.get(join(prefix, name).as_str()) {
+                target.f_copy_(value)?;
+            }
+        }
+        for (name, target) in self.buffers_mut().iter_mut() {
+            if let Some(value) = given.get(join(prefix, name).as_str()) {
+                if hooked.contains(name) {
+                    *target = to_binary_mask(value, name)?.f_to_device(target.device())?;
+                } else {
+                    target.f_copy_(value)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

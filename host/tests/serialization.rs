@@ -1,0 +1,128 @@
+//! state_dicts on disk: round trips, loading a pruned checkpoint into a fresh model, errors.
+
+mod common;
+
+use tch::{nn, Device, Kind, Tensor};
+use tchprune::{checkpoint, layers, prune, Norm, PruneError};
+
+fn lenet() -> (nn::VarStore, tchprune::Module) {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = layers::lenet(&vs.root());
+    (vs, model)
+}
+
+fn input() -> Tensor {
+    Tensor::randn([2, 1, 28, 28], (Kind::Float, Device::Cpu))
+}
+
+#[test]
+fn a_pruned_state_dict_round_trips_into_an_identically_pruned_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    let (_vs, mut model) = lenet();
+    prune::l1_unstructured(&mut model, "fc1.weight", 0.9, None).unwrap();
+    prune::ln_structured(&mut model, "conv1.weight", 2, Norm::P(1.0), 0, None).unwrap();
+    checkpoint::save(&model, &path).unwrap();
+    let (_vs2, mut fresh) = lenet();
+    prune::identity(&mut fresh, "fc1.weight").unwrap();
+    prune::identity(&mut fresh, "conv1.weight").unwrap();
+    let report =
+        checkpoint::load_state_dict(&mut fresh, &checkpoint::load(&path).unwrap(), true).unwrap();
+    assert!(report.restored.is_empty());
+    let x = input();
+    assert!(fresh.forward(&x).equal(&model.forward(&x)));
+}
+
+#[test]
+fn a_pruned_checkpoint_restores_the_reparametrization_in_a_fresh_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    let (_vs, mut model) = lenet();
+    prune::random_unstructured(&mut model, "conv2.weight", 0.5).unwrap();
+    checkpoint::save(&model, &path).unwrap();
+    let (_vs2, mut fresh) = lenet();
+    let report =
+        checkpoint::load_state_dict(&mut fresh, &checkpoint::load(&path).unwrap(), true).unwrap();
+    assert_eq!(report.restored, ["conv2.weight"]);
+    let x = input();
+    assert!(fresh.forward(&x).equal(&model.forward(&x)));
+    let keys: Vec<String> = fresh.state_dict().into_iter().map(|(k, _)| k).collect();
+    let original: Vec<String> = model.state_dict().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, original);
+}
+
+#[test]
+fn a_removed_pruning_loads_into_an_unpruned_model() {
+    let (_vs, mut model) = lenet();
+    prune::l1_unstructured(&mut model, "fc2.weight", 0.5, None).unwrap();
+    prune::remove(&mut model, "fc2.weight").unwrap();
+    let (_vs2, mut fresh) = lenet();
+    checkpoint::load_state_dict(&mut fresh, &model.state_dict(), true).unwrap();
+    let x = input();
+    assert!(fresh.forward(&x).equal(&model.forward(&x)));
+}
+
+#[test]
+fn strict_loading_names_missing_and_unexpected_keys_and_changes_nothing() {
+    let (_vs, model) = lenet();
+    let mut state = model.state_dict();
+    state.retain(|(k, _)| k != "fc3.bias");
+    state.push((
+        "extra.weight".to_owned(),
+        Tensor::zeros([1], (Kind::Float, Device::Cpu)),
+    ));
+    let (_vs2, mut fresh) = lenet();
+    let snapshot: Vec<Vec<f64>> = fresh
+        .state_dict()
+        .iter()
+        .map(|(_, t)| common::values(t))
+        .collect();
+    let err = checkpoint::load_state_dict(&mut fresh, &state, true).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("fc3.bias") && text.contains("extra.weight"),
+        "{text}"
+    );
+    let after: Vec<Vec<f64>> = fresh
+        .state_dict()
+        .iter()
+        .map(|(_, t)| common::values(t))
+        .collect();
+    assert_eq!(snapshot, after);
+    let report = checkpoint::load_state_dict(&mut fresh, &state, false).unwrap();
+    assert_eq!(
+        (report.missing, report.unexpected),
+        (vec!["fc3.bias".to_owned()], vec!["extra.weight".to_owned()])
+    );
+}
+
+#[test]
+fn shape_and_dtype_mismatches_are_errors() {
+    let (_vs, model) = lenet();
+    let (_vs2, mut fresh) = lenet();
+    let mut state = model.state_dict();
+    state[0].1 = Tensor::zeros([3], (Kind::Float, Device::Cpu));
+    assert!(matches!(
+        checkpoint::load_state_dict(&mut fresh, &state, true),
+        Err(PruneError::ShapeMismatch { .. })
+    ));
+    let mut state = model.state_dict();
+    state[0].1 = state[0].1.to_kind(Kind::Double);
+    assert!(matches!(
+        checkpoint::load_state_dict(&mut fresh, &state, true),
+        Err(PruneError::StateDict(_))
+    ));
+}
+
+#[test]
+fn loading_a_missing_or_corrupt_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        checkpoint::load(dir.path().join("none.safetensors")),
+        Err(PruneError::Io { .. })
+    ));
+    let corrupt = dir.path().join("corrupt.safetensors");
+    std::fs::write(&corrupt, b"not a checkpoint").unwrap();
+    let err = checkpoint::load(&corrupt).unwrap_err();
+    assert!(err.to_string().contains("corrupt.safetensors"), "{err}");
+}
