@@ -8,9 +8,35 @@ use crate::module::Module;
 use tch::nn::{self, ConvConfigND};
 use tch::Tensor;
 
-/// A fully connected layer (`nn.Linear`): `weight` is `[out, in]`, `bias` is `[out]`.
+/// PyTorch's default initialization of Linear and Conv layers, weight and bias alike:
+/// uniform in `±1/sqrt(fan_in)` (what `kaiming_uniform_(a=sqrt(5))` amounts to).
+pub fn torch_default_init(fan_in: i64) -> nn::Init {
+    let bound = 1.0 / (fan_in as f64).sqrt();
+    nn::Init::Uniform {
+        lo: -bound,
+        up: bound,
+    }
+}
+
+/// A convolution config with PyTorch's default initialization for `fan_in` inputs per output
+/// (`in_channels / groups * kernel volume`).
+pub fn torch_conv_config(fan_in: i64) -> nn::ConvConfig {
+    nn::ConvConfig {
+        ws_init: torch_default_init(fan_in),
+        bs_init: torch_default_init(fan_in),
+        ..Default::default()
+    }
+}
+
+/// A fully connected layer (`nn.Linear`) initialized as PyTorch does: `weight` is `[out, in]`,
+/// `bias` is `[out]`.
 pub fn linear(path: &nn::Path, in_dim: i64, out_dim: i64) -> Module {
-    let layer = nn::linear(path, in_dim, out_dim, Default::default());
+    let config = nn::LinearConfig {
+        ws_init: torch_default_init(in_dim),
+        bs_init: Some(torch_default_init(in_dim)),
+        bias: true,
+    };
+    let layer = nn::linear(path, in_dim, out_dim, config);
     let module = Module::new("Linear").with_parameter("weight", layer.ws);
     let module = match layer.bs {
         Some(bias) => module.with_parameter("bias", bias),
@@ -82,11 +108,11 @@ pub fn lenet(path: &nn::Path) -> Module {
     Module::new("LeNet")
         .with_child(
             "conv1",
-            conv2d(&(path / "conv1"), 1, 6, 3, Default::default()),
+            conv2d(&(path / "conv1"), 1, 6, 3, torch_conv_config(9)),
         )
         .with_child(
             "conv2",
-            conv2d(&(path / "conv2"), 6, 16, 3, Default::default()),
+            conv2d(&(path / "conv2"), 6, 16, 3, torch_conv_config(6 * 9)),
         )
         .with_child("fc1", linear(&(path / "fc1"), 16 * 5 * 5, 120))
         .with_child("fc2", linear(&(path / "fc2"), 120, 84))

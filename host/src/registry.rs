@@ -15,6 +15,9 @@ use std::sync::Arc;
 /// Builds a method from its JSON arguments.
 pub type BuildFn = fn(&Value) -> Result<Arc<dyn PruningMethod>>;
 
+/// A builder that may hold state (a plugin's handle, say).
+type Builder = Arc<dyn Fn(&Value) -> Result<Arc<dyn PruningMethod>> + Send + Sync>;
+
 /// A statically registered method: submit one with `inventory::submit!` to make a method of
 /// your crate available by name.
 #[derive(Debug)]
@@ -60,7 +63,7 @@ pub struct Registered {
     pub description: String,
     /// Where it comes from.
     pub origin: Origin,
-    builder: Arc<dyn Fn(&Value) -> Result<Arc<dyn PruningMethod>> + Send + Sync>,
+    builder: Builder,
 }
 
 impl fmt::Debug for Registered {

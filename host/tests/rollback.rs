@@ -8,14 +8,10 @@ use tch::Tensor;
 use tchprune::method::L1Unstructured;
 use tchprune::{prune, Module, Norm, PruneError, PruningMethod, PruningType, Result};
 
+type Entries = Vec<(String, Vec<f64>)>;
+
 /// Names, values and histories: everything a failure must leave as it was.
-fn snapshot(
-    m: &Module,
-) -> (
-    Vec<(String, Vec<f64>)>,
-    Vec<(String, Vec<f64>)>,
-    Vec<String>,
-) {
+fn snapshot(m: &Module) -> (Entries, Entries, Vec<String>) {
     let vals = |entries: Vec<(String, Tensor)>| {
         entries
             .into_iter()
@@ -25,12 +21,7 @@ fn snapshot(
     let hooks = m
         .named_modules()
         .iter()
-        .flat_map(|(_, sub)| {
-            sub.pruning_hooks()
-                .iter()
-                .map(|h| format!("{h:?}"))
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|(_, sub)| sub.pruning_hooks().iter().map(|h| format!("{h:?}")))
         .collect();
     (vals(m.named_parameters()), vals(m.named_buffers()), hooks)
 }

@@ -32,7 +32,7 @@ fn a_pruned_lenet_trains_and_keeps_its_zeros() {
         momentum: 0.9,
         ..Default::default()
     }
-    .build(&vs, 0.01)
+    .build(&vs, 0.05)
     .unwrap();
     let weights = [
         "conv1.weight",
@@ -59,7 +59,7 @@ fn a_pruned_lenet_trains_and_keeps_its_zeros() {
             .double_value(&[])
     };
     let initial = loss_of(&model);
-    for _ in 0..60 {
+    for _ in 0..80 {
         let (x, y) = batch(32);
         let loss = model.forward_t(&x, true).cross_entropy_for_logits(&y);
         sgd.backward_step(&loss);
