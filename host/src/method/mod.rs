@@ -1,7 +1,7 @@
 //! Pruning methods: the [`PruningMethod`] trait, its [`PruningType`], and the built-ins.
 //!
 //! A method only computes a mask from a tensor (or its importance scores) and a default mask; all
-//! the bookkeeping (`_orig`, `_mask`, the container, rollback) belongs to [`crate::reparam`]. That
+//! the bookkeeping (`_orig`, `_mask`, the container, rollback) belongs to [`crate::prune::apply`]. That
 //! split is PyTorch's `BasePruningMethod.compute_mask` versus `BasePruningMethod.apply`, and it is
 //! what lets a method written in another crate, or loaded from a plugin, behave like a built-in.
 //!
