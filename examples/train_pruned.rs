@@ -7,17 +7,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tch::nn::OptimizerConfig;
 use tch::{nn, Device, Kind, Tensor};
+use tchprune::layers::LENET_WEIGHTS;
 use tchprune::method::L1Unstructured;
 use tchprune::sparsity::sparsity;
 use tchprune::{layers, prune, Module};
-
-const WEIGHTS: [&str; 5] = [
-    "conv1.weight",
-    "conv2.weight",
-    "fc1.weight",
-    "fc2.weight",
-    "fc3.weight",
-];
 
 struct Data {
     train_x: Tensor,
@@ -114,23 +107,27 @@ fn main() -> anyhow::Result<()> {
     for round in 1..=3 {
         prune::global_unstructured(
             &mut model,
-            &WEIGHTS,
+            &LENET_WEIGHTS,
             Arc::new(L1Unstructured::new(0.415)?),
             &[],
         )?;
         let pruned = accuracy(&model, &data);
         train_epoch(&model, &mut opt, &data);
-        let global = sparsity(&model, &WEIGHTS)?.pop().expect("a global row");
+        let global = sparsity(&model, &LENET_WEIGHTS)?
+            .pop()
+            .expect("a global row");
         println!(
             "round {round}: sparsity {:.1}%, accuracy right after pruning {pruned:.3}, after fine-tuning {:.3}",
             global.percent(),
             accuracy(&model, &data)
         );
     }
-    for path in WEIGHTS {
+    for path in LENET_WEIGHTS {
         prune::remove(&mut model, path)?;
     }
-    let global = sparsity(&model, &WEIGHTS)?.pop().expect("a global row");
+    let global = sparsity(&model, &LENET_WEIGHTS)?
+        .pop()
+        .expect("a global row");
     println!(
         "after remove: sparsity {:.1}%, accuracy {:.3}, still pruned: {}",
         global.percent(),

@@ -4,17 +4,10 @@ use crate::foobar::FooBarPruningMethod;
 use std::io::Write;
 use std::sync::Arc;
 use tch::{nn, Device, Kind, Tensor};
+use tchprune::layers::LENET_WEIGHTS;
 use tchprune::method::L1Unstructured;
 use tchprune::sparsity::sparsity;
 use tchprune::{layers, prune, Module, Norm};
-
-const WEIGHTS: [&str; 5] = [
-    "conv1.weight",
-    "conv2.weight",
-    "fc1.weight",
-    "fc2.weight",
-    "fc3.weight",
-];
 
 fn names(entries: &[(String, Tensor)]) -> Vec<&str> {
     entries.iter().map(|(name, _)| name.as_str()).collect()
@@ -30,7 +23,7 @@ fn hooks(module: &Module) -> String {
 }
 
 fn print_sparsity(out: &mut dyn Write, model: &Module) -> anyhow::Result<()> {
-    for row in sparsity(model, &WEIGHTS)? {
+    for row in sparsity(model, &LENET_WEIGHTS)? {
         let label = if row.name == "global" {
             "Global sparsity".to_owned()
         } else {
@@ -161,7 +154,7 @@ pub fn run(out: &mut dyn Write) -> anyhow::Result<()> {
     let (_vs, mut model) = fresh_lenet(2);
     prune::global_unstructured(
         &mut model,
-        &WEIGHTS,
+        &LENET_WEIGHTS,
         Arc::new(L1Unstructured::new(0.2)?),
         &[],
     )?;

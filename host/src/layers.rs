@@ -101,6 +101,15 @@ fn conv_module(
     })
 }
 
+/// The weights of [`lenet`], in order: what the tutorial prunes by layer type and globally.
+pub const LENET_WEIGHTS: [&str; 5] = [
+    "conv1.weight",
+    "conv2.weight",
+    "fc1.weight",
+    "fc2.weight",
+    "fc3.weight",
+];
+
 /// The tutorial's LeNet (LeCun et al., 1998) for 1x28x28 images: conv1 (1->6, 3x3), conv2
 /// (6->16, 3x3), fc1 (400->120), fc2 (120->84), fc3 (84->10), with max-pool 2 after each
 /// convolution and ReLU everywhere but the last layer.

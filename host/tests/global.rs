@@ -75,13 +75,7 @@ fn global_l1_with_importance_scores() {
 fn global_pruning_of_lenet_hits_the_exact_overall_share() {
     let vs = nn::VarStore::new(Device::Cpu);
     let mut model = layers::lenet(&vs.root());
-    let paths = [
-        "conv1.weight",
-        "conv2.weight",
-        "fc1.weight",
-        "fc2.weight",
-        "fc3.weight",
-    ];
+    let paths = layers::LENET_WEIGHTS;
     prune::global_unstructured(
         &mut model,
         &paths,

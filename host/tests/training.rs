@@ -34,13 +34,7 @@ fn a_pruned_lenet_trains_and_keeps_its_zeros() {
     }
     .build(&vs, 0.05)
     .unwrap();
-    let weights = [
-        "conv1.weight",
-        "conv2.weight",
-        "fc1.weight",
-        "fc2.weight",
-        "fc3.weight",
-    ];
+    let weights = layers::LENET_WEIGHTS;
     prune::global_unstructured(
         &mut model,
         &weights,
