@@ -8,7 +8,7 @@
 use crate::error::{PruneError, Result};
 use crate::method::custom::to_binary_mask;
 use crate::method::CustomFromMask;
-use crate::module::{join, mask_name, orig_name, Module};
+use crate::module::{join, mask_name, orig_name, split_tensor_path, Module};
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
@@ -115,7 +115,7 @@ pub fn load_state_dict(
             .position(|(k, _)| k == key)
             .expect("found above");
         let (_, value) = expected.remove(index);
-        let (prefix, name) = key.rsplit_once('.').unwrap_or(("", key));
+        let (prefix, name) = split_tensor_path(key);
         expected.push((join(prefix, &orig_name(name)), value));
         expected.push((join(prefix, &mask_name(name)), mask.shallow_clone()));
     }
@@ -171,7 +171,7 @@ pub fn load_state_dict(
 
 /// True when `key` names the mask of a pruned tensor, or will once restored.
 fn is_mask(module: &Module, key: &str) -> bool {
-    let (prefix, name) = key.rsplit_once('.').unwrap_or(("", key));
+    let (prefix, name) = split_tensor_path(key);
     let tensor = name.strip_suffix("_mask").unwrap_or(name);
     module
         .submodule(prefix)

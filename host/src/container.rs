@@ -93,7 +93,7 @@ pub(crate) fn combine_masks(
     match method.pruning_type() {
         PruningType::Unstructured => {
             let part = t.f_masked_select(mask)?;
-            let part_mask = part.f_ones_like()?.f_to_kind(Kind::Bool)?;
+            let part_mask = all_kept(&part)?;
             let partial = checked_mask(method, method.compute_mask(&part, &part_mask), &part_mask)?;
             Ok(mask.f_masked_scatter(mask, &partial)?)
         }
@@ -113,6 +113,22 @@ pub(crate) fn combine_masks(
         }
         PruningType::Global => checked_mask(method, method.compute_mask(t, mask), mask),
     }
+}
+
+/// A `bool` mask of `t`'s shape that keeps every entry.
+pub(crate) fn all_kept(t: &Tensor) -> Result<Tensor> {
+    Ok(t.f_ones_like()?.f_to_kind(Kind::Bool)?)
+}
+
+/// The mask of a tensor's first pruning: `method` runs on the whole of `scores` from a mask that
+/// keeps everything (PyTorch's path without a container), then the result is checked.
+pub(crate) fn first_mask(method: &dyn PruningMethod, scores: &Tensor) -> Result<Tensor> {
+    let everything = all_kept(scores)?;
+    checked_mask(
+        method,
+        method.compute_mask(scores, &everything),
+        &everything,
+    )
 }
 
 /// A method's result as a `bool` mask, after checking what every method must guarantee: the

@@ -42,5 +42,5 @@ pub use amount::Amount;
 pub use container::PruningContainer;
 pub use error::{PruneError, Result};
 pub use method::{Norm, PruningMethod, PruningType};
-pub use module::{mask_name, orig_name, ForwardFn, Module};
+pub use module::{mask_name, orig_name, split_tensor_path, ForwardFn, Module};
 pub use registry::{BuildFn, MethodEntry, Origin, Registered, Registry};

@@ -399,6 +399,12 @@ pub(crate) fn join(prefix: &str, name: &str) -> String {
     }
 }
 
+/// Splits a tensor's dotted path into the sub-module's path and the tensor's name:
+/// `"features.conv1.weight"` gives `("features.conv1", "weight")`, `"weight"` gives `("", "weight")`.
+pub fn split_tensor_path(path: &str) -> (&str, &str) {
+    path.rsplit_once('.').unwrap_or(("", path))
+}
+
 /// The parameter that holds a pruned tensor's original values.
 pub fn orig_name(name: &str) -> String {
     format!("{name}_orig")

@@ -117,7 +117,6 @@ pub fn prune_tensor(
             actual: scores.size(),
         });
     }
-    let ones = scores.f_ones_like()?.f_to_kind(tch::Kind::Bool)?;
-    let mask = crate::container::checked_mask(method, method.compute_mask(scores, &ones), &ones)?;
+    let mask = crate::container::first_mask(method, scores)?;
     Ok(t.f_mul(&mask.f_to_device(t.device())?)?)
 }

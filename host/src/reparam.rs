@@ -5,15 +5,16 @@
 //! leaves the module exactly as it was, also when the tensor was already pruned (PyTorch only
 //! restores the first pruning of a tensor) and across all tensors of a global pruning.
 
-use crate::container::{checked_mask, combine_masks, PruningContainer};
+use crate::container::{all_kept, combine_masks, first_mask, PruningContainer};
 use crate::error::{PruneError, Result};
 use crate::method::{CustomFromMask, PruningMethod, PruningType};
-use crate::module::{mask_name, orig_name, Module};
+use crate::module::{mask_name, orig_name, split_tensor_path, Module};
 use std::collections::HashSet;
 use std::sync::Arc;
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
-/// A pruning that has been computed and checked but not yet written into the module.
+/// A pruning that has been computed and checked (its mask already on the tensor's device) but
+/// not yet written into the module.
 struct PlannedPruning {
     module_path: String,
     name: String,
@@ -21,17 +22,12 @@ struct PlannedPruning {
     mask: Tensor,
 }
 
-/// Splits `"features.conv1.weight"` into `("features.conv1", "weight")`.
-fn split_path(path: &str) -> (&str, &str) {
-    path.rsplit_once('.').unwrap_or(("", path))
-}
-
 /// The tensor `name` of `module` as PyTorch's `getattr(module, name)` gives it, its current mask
 /// if it is pruned, or an error if `module` has no such parameter.
 fn current_state(module: &Module, name: &str) -> Result<(Tensor, Option<Tensor>)> {
     if module.pruning_hook(name).is_some() {
-        let (orig, mask) = module.pruned_pair(name)?;
-        return Ok((orig.f_mul(mask)?, Some(mask.shallow_clone())));
+        let (_, mask) = module.pruned_pair(name)?;
+        return Ok((module.try_get(name)?, Some(mask.shallow_clone())));
     }
     let parameter = module
         .parameter(name)
@@ -68,23 +64,21 @@ fn plan(
     method: Arc<dyn PruningMethod>,
     importance_scores: Option<&Tensor>,
 ) -> Result<PlannedPruning> {
-    let (module_path, name) = split_path(path);
+    let (module_path, name) = split_tensor_path(path);
     let module = root.submodule(module_path)?;
     tch::no_grad(|| {
         let (tensor, current_mask) = current_state(module, name)?;
+        let device = tensor.device();
         let scores = checked_scores(importance_scores, tensor, path)?;
         let mask = match &current_mask {
-            None => {
-                let ones = scores.f_ones_like()?.f_to_kind(Kind::Bool)?;
-                checked_mask(method.as_ref(), method.compute_mask(&scores, &ones), &ones)?
-            }
+            None => first_mask(method.as_ref(), &scores)?,
             Some(current) => combine_masks(method.as_ref(), &scores, current)?,
         };
         Ok(PlannedPruning {
             module_path: module_path.to_owned(),
             name: name.to_owned(),
             method,
-            mask,
+            mask: mask.f_to_device(device)?,
         })
     })
 }
@@ -94,13 +88,7 @@ fn commit(root: &mut Module, planned: PlannedPruning) {
     let module = root
         .submodule_mut(&planned.module_path)
         .expect("the sub-module was found while planning");
-    let name = planned.name;
-    let device = module
-        .parameter(&name)
-        .or_else(|| module.parameter(&orig_name(&name)))
-        .map(Tensor::device)
-        .expect("the tensor was found while planning");
-    let mask = planned.mask.to_device(device);
+    let (name, mask) = (planned.name, planned.mask);
     match module
         .hooks_mut()
         .iter()
@@ -160,7 +148,7 @@ pub fn apply(
 /// the very tensor that was `name_orig`, now holding `orig * mask`; `name_orig`, `name_mask` and
 /// the history are gone. An error if the tensor is not pruned.
 pub fn remove(module: &mut Module, path: &str) -> Result<()> {
-    let (module_path, name) = split_path(path);
+    let (module_path, name) = split_tensor_path(path);
     let module = module.submodule_mut(module_path)?;
     let hook_index = module
         .pruning_hooks()
@@ -216,11 +204,12 @@ pub fn global_unstructured(
             name: format!("{unknown} (has importance scores but is not listed)"),
         });
     }
-    let final_mask = tch::no_grad(|| -> Result<Tensor> {
+    let (final_mask, shapes) = tch::no_grad(|| -> Result<(Tensor, Vec<Vec<i64>>)> {
         let mut all_scores = Vec::with_capacity(paths.len());
         let mut all_masks = Vec::with_capacity(paths.len());
+        let mut shapes = Vec::with_capacity(paths.len());
         for path in paths {
-            let (module_path, name) = split_path(path);
+            let (module_path, name) = split_tensor_path(path);
             let (tensor, mask) = current_state(root.submodule(module_path)?, name)?;
             let scores = importance_scores
                 .iter()
@@ -228,28 +217,23 @@ pub fn global_unstructured(
                 .map(|(_, s)| *s);
             let mask = match mask {
                 Some(mask) => mask,
-                None => tensor.f_ones_like()?.f_to_kind(Kind::Bool)?,
+                None => all_kept(&tensor)?,
             };
+            shapes.push(tensor.size());
             all_scores.push(checked_scores(scores, tensor, path)?.f_reshape([-1])?);
             all_masks.push(mask.f_reshape([-1])?);
         }
         let mut container = PruningContainer::new("temp");
         container.add_pruning_method("temp", method.clone())?;
-        container.compute_mask(
+        let mask = container.compute_mask(
             &Tensor::f_cat(&all_scores, 0)?,
             &Tensor::f_cat(&all_masks, 0)?,
-        )
+        )?;
+        Ok((mask, shapes))
     })?;
     let mut planned = Vec::with_capacity(paths.len());
     let mut offset = 0;
-    for path in paths {
-        let (module_path, name) = split_path(path);
-        let module = root.submodule(module_path)?;
-        let shape = module
-            .parameter(name)
-            .or_else(|| module.parameter(&orig_name(name)))
-            .map(Tensor::size)
-            .expect("checked above");
+    for (path, shape) in paths.iter().zip(&shapes) {
         let numel: i64 = shape.iter().product();
         let share = final_mask
             .f_slice(0, offset, offset + numel, 1)?

@@ -30,7 +30,7 @@ impl Sparsity {
 pub fn sparsity(root: &Module, paths: &[&str]) -> crate::Result<Vec<Sparsity>> {
     let mut rows = Vec::with_capacity(paths.len() + 1);
     for path in paths {
-        let (module_path, name) = path.rsplit_once('.').unwrap_or(("", path));
+        let (module_path, name) = crate::split_tensor_path(path);
         let tensor = root.submodule(module_path)?.try_get(name)?;
         let zeros = tensor.f_eq(0)?.f_sum(Kind::Int64)?.f_int64_value(&[])?;
         rows.push(Sparsity {

@@ -25,7 +25,7 @@ pub(crate) fn select(values: &Tensor, k: i64, end: End) -> Result<Tensor> {
         return Ok(values.f_zeros_like()?.f_to_kind(Kind::Bool)?);
     }
     if k == n {
-        return Ok(values.f_ones_like()?.f_to_kind(Kind::Bool)?);
+        return crate::container::all_kept(values);
     }
     let rank = match end {
         End::Smallest => k,

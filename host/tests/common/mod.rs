@@ -65,7 +65,7 @@ pub fn tensor2(rows: &[&[f64]]) -> Tensor {
 
 /// The mask of the pruned tensor `path` of `module` as 0/1 values.
 pub fn mask_values(module: &Module, path: &str) -> Vec<f64> {
-    let (module_path, name) = path.rsplit_once('.').unwrap_or(("", path));
+    let (module_path, name) = tchprune::split_tensor_path(path);
     let m = module.submodule(module_path).unwrap();
     values(m.buffer(&format!("{name}_mask")).expect("a mask"))
 }
