@@ -138,7 +138,7 @@ pub(crate) fn checked_mask(
     result: Result<Tensor>,
     default_mask: &Tensor,
 ) -> Result<Tensor> {
-    let what = || format!("method {}", method.name());
+    let what = || crate::method::describe(method);
     let mask = result?;
     if mask.size() != default_mask.size() {
         return Err(PruneError::ShapeMismatch {

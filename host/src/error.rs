@@ -3,6 +3,7 @@
 //! Every validation rule of PyTorch's `torch.nn.utils.prune` has its own variant, so callers can
 //! match on what went wrong and the message names the offending value.
 
+use std::path::PathBuf;
 use tch::TchError;
 
 /// Everything that can go wrong while pruning.
@@ -135,6 +136,48 @@ pub enum PruneError {
         /// The method's name.
         method: String,
         /// What it said.
+        reason: String,
+    },
+    /// A plugin file that does not exist.
+    #[error("plugin {0}: no such file")]
+    PluginNotFound(PathBuf),
+    /// A file that is not a shared library, or a shared library that is not a tchprune plugin.
+    #[error("{path} is not a tchprune plugin: {reason}")]
+    NotAPlugin {
+        /// The file.
+        path: PathBuf,
+        /// What is missing.
+        reason: String,
+    },
+    /// A plugin built against a plugin API this host cannot use.
+    #[error(
+        "plugin {path} was built against tchprune-plugin-api {plugin_version}, \
+         this host uses {host_version}: rebuild the plugin against {host_version}"
+    )]
+    PluginVersion {
+        /// The file.
+        path: PathBuf,
+        /// The version the plugin declares.
+        plugin_version: String,
+        /// The version the host was built with.
+        host_version: String,
+    },
+    /// A plugin that abi_stable refused for another reason (layout, abi_stable version).
+    #[error("plugin {path} cannot be loaded: {reason}")]
+    PluginLoad {
+        /// The file.
+        path: PathBuf,
+        /// abi_stable's explanation.
+        reason: String,
+    },
+    /// An error (or a caught panic) reported by a plugin's method.
+    #[error("plugin {plugin}: method {method}: {reason}")]
+    Plugin {
+        /// The plugin file.
+        plugin: PathBuf,
+        /// The method.
+        method: String,
+        /// What went wrong.
         reason: String,
     },
     /// An I/O error, with the path it concerns.

@@ -9,7 +9,8 @@
 //! - [`Module`] is the module tree (tch has none): named parameters, buffers, children, forward.
 //! - [`layers`] has prunable Linear and Conv1d/2d/3d layers and the tutorial's LeNet.
 //! - [`prune`] has PyTorch's functions; [`PruningMethod`] is the trait to write your own method.
-//! - [`Registry`] finds methods by name and builds them from JSON arguments.
+//! - [`Registry`] finds methods by name and builds them from JSON arguments, built-in or loaded
+//!   from a [`plugin`].
 //!
 //! ```
 //! use tch::{nn, Device, Kind, Tensor};
@@ -33,6 +34,7 @@ mod error;
 pub mod layers;
 pub mod method;
 mod module;
+pub mod plugin;
 pub mod prune;
 mod registry;
 mod reparam;

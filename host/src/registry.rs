@@ -9,7 +9,7 @@ use crate::error::{PruneError, Result};
 use crate::method::PruningMethod;
 use serde_json::Value;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Builds a method from its JSON arguments.
@@ -141,14 +141,36 @@ impl Registry {
 
     /// Adds a method; a name that is already taken is an error.
     pub fn register(&mut self, entry: Registered) -> Result<()> {
-        if let Some(existing) = self.get(&entry.name) {
-            return Err(PruneError::DuplicateMethod {
-                name: entry.name,
-                existing: existing.origin.to_string(),
-            });
+        self.register_all(vec![entry]).map(drop)
+    }
+
+    /// Adds several methods, all or none: if any name is taken (or repeated among them), the
+    /// registry is left as it was. Returns their names.
+    pub fn register_all(&mut self, entries: Vec<Registered>) -> Result<Vec<String>> {
+        for (i, entry) in entries.iter().enumerate() {
+            let mut earlier = self.entries.iter().chain(&entries[..i]);
+            if let Some(existing) = earlier.find(|e| e.name == entry.name) {
+                return Err(PruneError::DuplicateMethod {
+                    name: entry.name.clone(),
+                    existing: existing.origin.to_string(),
+                });
+            }
         }
-        self.entries.push(entry);
-        Ok(())
+        let names = entries.iter().map(|entry| entry.name.clone()).collect();
+        self.entries.extend(entries);
+        Ok(names)
+    }
+
+    /// Loads the plugin file at `path` and registers its methods (all or none); returns their
+    /// names.
+    pub fn load_plugin(&mut self, path: impl AsRef<Path>) -> Result<Vec<String>> {
+        self.register_all(crate::plugin::load(path.as_ref())?)
+    }
+
+    /// Loads every plugin in the directory `dir` (see [`crate::plugin::load_dir`]) and registers
+    /// their methods (all or none); returns their names.
+    pub fn load_plugin_dir(&mut self, dir: impl AsRef<Path>) -> Result<Vec<String>> {
+        self.register_all(crate::plugin::load_dir(dir.as_ref())?)
     }
 
     /// The method registered under `name`.

@@ -99,4 +99,17 @@ pub trait PruningMethod: Send + Sync + fmt::Debug {
     fn arguments(&self) -> serde_json::Value {
         serde_json::Value::Object(Default::default())
     }
+
+    /// The plugin file the method was loaded from, if any; errors about its masks name it.
+    fn plugin(&self) -> Option<&std::path::Path> {
+        None
+    }
+}
+
+/// How errors name a method: `method nm (plugin /path/libtchprune_plugin_nm.so)`.
+pub(crate) fn describe(method: &dyn PruningMethod) -> String {
+    match method.plugin() {
+        Some(plugin) => format!("method {} (plugin {})", method.name(), plugin.display()),
+        None => format!("method {}", method.name()),
+    }
 }

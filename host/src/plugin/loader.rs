@@ -1,0 +1,105 @@
+//! Opening plugin files and turning their methods into registry entries.
+
+use super::method::PluginMethod;
+use crate::error::{PruneError, Result};
+use crate::registry::{Origin, Registered};
+use abi_stable::library::{AbiHeaderRef, LibraryError, ROOT_MODULE_LOADER_NAME_WITH_NUL};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tchprune_plugin_api::{PluginModuleRef, PLUGIN_API_VERSION};
+
+/// The methods of the plugin at `path`, ready for [`Registry::register`](crate::Registry::register)
+/// (or use [`Registry::load_plugin`](crate::Registry::load_plugin)).
+pub fn load(path: &Path) -> Result<Vec<Registered>> {
+    let module = open(path)?;
+    let infos = (module.methods())()
+        .into_result()
+        .map_err(|reason| PruneError::NotAPlugin {
+            path: path.to_owned(),
+            reason: format!("listing its methods failed: {reason}"),
+        })?;
+    let plugin = Arc::new(path.to_owned());
+    Ok(infos
+        .into_iter()
+        .map(|info| {
+            let (plugin, name) = (Arc::clone(&plugin), info.name.to_string());
+            Registered::new(
+                info.name.as_str(),
+                info.pruning_type.to_string(),
+                info.description.as_str(),
+                Origin::Plugin(path.to_owned()),
+                move |args| PluginMethod::build(module, &plugin, &name, args),
+            )
+        })
+        .collect())
+}
+
+/// The methods of every plugin in `dir` (each file with the platform's shared-library
+/// extension, in name order). Any file that fails to load is an error.
+pub fn load_dir(dir: &Path) -> Result<Vec<Registered>> {
+    let io_error = |source| PruneError::Io {
+        path: dir.display().to_string(),
+        source,
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io_error)?
+        .map(|entry| entry.map(|entry| entry.path()))
+        .collect::<std::io::Result<_>>()
+        .map_err(io_error)?;
+    files.retain(|file| {
+        file.is_file() && file.extension() == Some(std::env::consts::DLL_EXTENSION.as_ref())
+    });
+    files.sort();
+    let mut entries = Vec::new();
+    for file in files {
+        entries.extend(load(&file)?);
+    }
+    Ok(entries)
+}
+
+fn open(path: &Path) -> Result<PluginModuleRef> {
+    if !path.exists() {
+        return Err(PruneError::PluginNotFound(path.to_owned()));
+    }
+    let not_a_plugin = |reason: String| PruneError::NotAPlugin {
+        path: path.to_owned(),
+        reason,
+    };
+    // SAFETY: loading runs the library's initialisers; that is what loading a plugin means.
+    let library = unsafe { libloading::Library::new(path) }
+        .map_err(|err| not_a_plugin(format!("it cannot be opened as a shared library ({err})")))?;
+    // SAFETY: the symbol, when present, is the `LibHeader` static that `export_root_module!`
+    // defines, which starts with an `AbiHeader`; abi_stable reads it the same way.
+    let header: AbiHeaderRef = unsafe {
+        library
+            .get::<AbiHeaderRef>(ROOT_MODULE_LOADER_NAME_WITH_NUL.as_bytes())
+            .map(|symbol| *symbol)
+    }
+    .map_err(|_| {
+        not_a_plugin(
+            "it exports no tchprune root module (plugins end with \
+             `tchprune_plugin_api::export_plugin!(..)`)"
+                .to_owned(),
+        )
+    })?;
+    let load_error = |err: LibraryError| match err {
+        LibraryError::IncompatibleVersionNumber { actual_version, .. } => {
+            PruneError::PluginVersion {
+                path: path.to_owned(),
+                plugin_version: actual_version.to_string(),
+                host_version: PLUGIN_API_VERSION.to_owned(),
+            }
+        }
+        other => PruneError::PluginLoad {
+            path: path.to_owned(),
+            reason: other.to_string().trim().to_owned(),
+        },
+    };
+    let module = header
+        .upgrade()
+        .and_then(|header| header.init_root_module::<PluginModuleRef>())
+        .map_err(load_error)?;
+    // Plugins stay loaded for the life of the process (see the module docs).
+    std::mem::forget(library);
+    Ok(module)
+}

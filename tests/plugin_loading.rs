@@ -1,0 +1,142 @@
+//! Loading plugin files into a registry: by file and by directory, listing with their origin,
+//! and every way loading can fail.
+
+mod common;
+
+use serde_json::json;
+use tchprune::{Origin, PruneError, Registry};
+
+#[test]
+fn shipped_plugins_register_next_to_the_builtins_with_their_origin() {
+    let mut registry = Registry::with_builtins();
+    let builtins = registry.iter().count();
+    let foobar = common::plugin("tchprune-plugin-foobar");
+    let nm = common::plugin("tchprune-plugin-nm");
+    assert_eq!(registry.load_plugin(&foobar).unwrap(), ["foobar"]);
+    assert_eq!(registry.load_plugin(&nm).unwrap(), ["nm"]);
+    assert_eq!(registry.iter().count(), builtins + 2);
+
+    let entry = registry.get("foobar").unwrap();
+    assert_eq!(entry.origin, Origin::Plugin(foobar.clone()));
+    assert_eq!(entry.pruning_type, "unstructured");
+    assert!(entry.description.contains("every other entry"));
+    assert_eq!(registry.get("nm").unwrap().pruning_type, "global");
+    assert_eq!(
+        registry.get("l1_unstructured").unwrap().origin,
+        Origin::BuiltIn
+    );
+    assert!(entry
+        .origin
+        .to_string()
+        .contains("libtchprune_plugin_foobar"));
+
+    let method = registry.build("nm", &json!({"n": 1, "m": 2})).unwrap();
+    assert_eq!(method.name(), "nm");
+    assert_eq!(method.arguments(), json!({"n": 1, "m": 2}));
+    assert_eq!(method.plugin(), Some(nm.as_path()));
+}
+
+#[test]
+fn a_directory_loads_every_plugin_in_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for package in ["tchprune-plugin-foobar", "tchprune-plugin-nm"] {
+        let file = common::plugin(package);
+        std::fs::copy(&file, dir.path().join(file.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(dir.path().join("README.txt"), "not a library").unwrap();
+    let mut registry = Registry::empty();
+    assert_eq!(
+        registry.load_plugin_dir(dir.path()).unwrap(),
+        ["foobar", "nm"]
+    );
+}
+
+#[test]
+fn plugin_methods_refuse_bad_arguments_with_the_plugins_message() {
+    let mut registry = Registry::empty();
+    registry
+        .load_plugin(common::plugin("tchprune-plugin-nm"))
+        .unwrap();
+    for (args, expected) in [
+        (json!({"n": 5, "m": 4}), "need 1 <= n <= m"),
+        (json!({"k": 2}), "unknown argument 'k' (accepted: n, m)"),
+        (json!({"n": "two"}), "argument 'n' = \"two\" is invalid"),
+        (json!([1, 2]), "arguments must be a JSON object"),
+    ] {
+        let err = registry.build("nm", &args).unwrap_err();
+        assert!(matches!(err, PruneError::Plugin { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(message.contains(expected), "{message}");
+        assert!(message.contains("libtchprune_plugin_nm"), "{message}");
+    }
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let missing = common::workspace().join("no/such/plugin.so");
+    let err = Registry::empty().load_plugin(&missing).unwrap_err();
+    assert!(
+        matches!(err, PruneError::PluginNotFound(ref path) if *path == missing),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("no such file"), "{err}");
+}
+
+#[test]
+fn a_shared_library_without_the_root_module_is_not_a_plugin() {
+    let library = common::plugin("tchprune-fixture-not-a-plugin");
+    let err = Registry::empty().load_plugin(&library).unwrap_err();
+    assert!(matches!(err, PruneError::NotAPlugin { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("exports no tchprune root module"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_file_that_is_no_shared_library_is_not_a_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("libfake.so");
+    std::fs::write(&file, "#!/bin/sh\necho hello\n").unwrap();
+    let err = Registry::empty().load_plugin(&file).unwrap_err();
+    assert!(matches!(err, PruneError::NotAPlugin { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("cannot be opened as a shared library"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_plugin_built_against_another_api_version_is_refused_by_version() {
+    let library = common::plugin("tchprune-fixture-future-api");
+    let err = Registry::empty().load_plugin(&library).unwrap_err();
+    match &err {
+        PruneError::PluginVersion {
+            plugin_version,
+            host_version,
+            ..
+        } => {
+            assert_eq!(plugin_version, "1.0.0");
+            assert_eq!(host_version, tchprune::plugin::PLUGIN_API_VERSION);
+        }
+        other => panic!("expected a version error, got {other:?}"),
+    }
+    assert!(err.to_string().contains("rebuild the plugin"), "{err}");
+}
+
+#[test]
+fn two_methods_with_one_name_are_refused_and_the_registry_is_unchanged() {
+    let mut registry = Registry::with_builtins();
+    let foobar = common::plugin("tchprune-plugin-foobar");
+    registry.load_plugin(&foobar).unwrap();
+    let before: Vec<String> = registry.iter().map(|e| e.name.clone()).collect();
+    let err = registry.load_plugin(&foobar).unwrap_err();
+    assert!(matches!(err, PruneError::DuplicateMethod { ref name, .. } if name == "foobar"));
+    assert!(
+        err.to_string().contains("libtchprune_plugin_foobar"),
+        "{err}"
+    );
+    let after: Vec<String> = registry.iter().map(|e| e.name.clone()).collect();
+    assert_eq!(before, after);
+}
