@@ -180,6 +180,33 @@ pub enum PruneError {
         /// What went wrong.
         reason: String,
     },
+    /// A plan file that cannot be read or does not follow the plan format.
+    #[error("plan {path}: {reason}")]
+    InvalidPlan {
+        /// The plan file.
+        path: String,
+        /// What is wrong, naming the step when it concerns one.
+        reason: String,
+    },
+    /// A plan step that does not fit its method (an argument it cannot take, a side file
+    /// without a key it needs).
+    #[error("{0}")]
+    InvalidStep(String),
+    /// A parameter pattern that matches no key.
+    #[error("'{0}' matches no parameter of the checkpoint")]
+    PatternMatchesNothing(String),
+    /// A step of a plan that failed.
+    #[error("plan step {step} ({method}){}: {source}", key.as_ref().map(|k| format!(" on '{k}'")).unwrap_or_default())]
+    PlanStep {
+        /// The step's number, from 1.
+        step: usize,
+        /// The step's method.
+        method: String,
+        /// The parameter key it failed on, when it failed on one.
+        key: Option<String>,
+        /// What went wrong.
+        source: Box<PruneError>,
+    },
     /// An I/O error, with the path it concerns.
     #[error("{path}: {source}")]
     Io {

@@ -34,6 +34,7 @@ mod error;
 pub mod layers;
 pub mod method;
 mod module;
+pub mod plan;
 pub mod plugin;
 pub mod prune;
 mod registry;

@@ -66,9 +66,11 @@ fn global_l1_with_importance_scores() {
         &[("m.weight", &m_scores), ("n.weight", &n_scores)],
     )
     .unwrap();
+    // Scores 0.5, 0.5, then three tied 1s for two places: PyTorch's topk (and so tchprune)
+    // takes n[1] and m[5] (`torch.topk(scores, 4, largest=False).indices == [10, 8, 9, 5]`).
     let (m, n) = weights(&root);
-    assert_eq!(m, [1.0, 2.0, 0.0, 4.0, -4.0, 0.0, -2.0, -1.0]);
-    assert_eq!(n, [0.0, f64::from(0.1f32), 0.0]);
+    assert_eq!(m, [1.0, 2.0, 3.0, 4.0, -4.0, 0.0, -2.0, -1.0]);
+    assert_eq!(n, [0.0, 0.0, 0.0]);
 }
 
 #[test]

@@ -1,11 +1,11 @@
 //! Exact selection of the `k` smallest (or largest) entries of a flat tensor in linear time.
 //!
 //! PyTorch runs a full `topk` for magnitude and random pruning, which sorts and costs over a
-//! second for 16M entries on a laptop CPU. `kthvalue` finds the k-th value by quickselect;
-//! everything strictly beyond it is selected, and ties at the threshold are taken in index order
-//! until exactly `k` entries are chosen. For distinct values that is the same set as `topk`;
-//! with ties it is exactly `k` entries, as PyTorch guarantees (which of the tied ones PyTorch
-//! takes is unspecified).
+//! second for 16M entries on a laptop CPU. `kthvalue` finds the k-th value by quickselect and
+//! everything strictly beyond it is selected: for distinct values that is `topk`'s set. When
+//! more entries tie at the threshold than are still needed, which of them `topk` takes depends
+//! on its algorithm, so only then the selection runs `topk` itself, as PyTorch calls it, and
+//! the masks stay PyTorch's bit for bit even for data full of ties.
 
 use crate::error::Result;
 use tch::{Kind, Tensor};
@@ -50,10 +50,15 @@ pub(crate) fn select(values: &Tensor, k: i64, end: End) -> Result<Tensor> {
     };
     let chosen = beyond.f_sum(Kind::Int64)?.f_int64_value(&[])?;
     let missing = k - chosen;
-    if missing > 0 {
-        let tied = at_threshold.f_nonzero()?.f_view(-1)?;
-        let take = tied.f_slice(0, 0, missing, 1)?;
-        let _ = beyond.f_view(-1)?.f_index_fill_(0, &take, 1)?;
+    if missing == 0 {
+        return Ok(beyond);
     }
-    Ok(beyond)
+    let tied = at_threshold.f_sum(Kind::Int64)?.f_int64_value(&[])?;
+    if tied == missing {
+        return Ok(beyond.f_logical_or(&at_threshold)?);
+    }
+    let (_, indices) = values.f_topk(k, 0, end == End::Largest, true)?;
+    let mut selected = values.f_zeros_like()?.f_to_kind(Kind::Bool)?;
+    let _ = selected.f_index_fill_(0, &indices, 1)?;
+    Ok(selected)
 }

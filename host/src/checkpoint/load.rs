@@ -1,72 +1,12 @@
-//! State dicts on disk (safetensors, PyTorch's key names) and loading them into a model.
-//!
-//! Loading differs from PyTorch in one useful way: a checkpoint holding `P_orig` and `P_mask`
-//! loads into a fresh, unpruned model by restoring the reparametrization of `P` (PyTorch refuses
-//! those keys as unexpected). Everything is checked before the model is touched, so a failed
-//! load leaves it as it was. Files are written to a temporary file and renamed into place.
+//! Loading a state_dict into a model whose code you have.
 
 use crate::error::{PruneError, Result};
 use crate::method::custom::to_binary_mask;
 use crate::method::CustomFromMask;
 use crate::module::{join, mask_name, orig_name, split_tensor_path, Module};
 use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
 use std::sync::Arc;
 use tch::Tensor;
-
-/// Writes `module.state_dict()` to `path` as safetensors, atomically.
-pub fn save(module: &Module, path: impl AsRef<Path>) -> Result<()> {
-    let state = module.state_dict();
-    write_atomically(path.as_ref(), |tmp| {
-        let named: Vec<(&str, Tensor)> = state
-            .iter()
-            .map(|(name, t)| (name.as_str(), t.contiguous()))
-            .collect();
-        Ok(Tensor::write_safetensors(&named, tmp)?)
-    })
-}
-
-/// Reads a safetensors state_dict.
-pub fn load(path: impl AsRef<Path>) -> Result<Vec<(String, Tensor)>> {
-    let path = path.as_ref();
-    if !path.exists() {
-        return Err(PruneError::Io {
-            path: path.display().to_string(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-        });
-    }
-    Tensor::read_safetensors(path).map_err(|e| {
-        PruneError::StateDict(format!(
-            "{}: not a readable safetensors file: {e}",
-            path.display()
-        ))
-    })
-}
-
-/// Runs `write` on a temporary path next to `path`, then renames it to `path`; on failure the
-/// temporary file is removed and `path` is untouched.
-pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let io = |source| PruneError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    let file_name = path.file_name().ok_or_else(|| {
-        io(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a file path",
-        ))
-    })?;
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp-{}",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = write(&tmp).and_then(|()| std::fs::rename(&tmp, path).map_err(io));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
 
 /// What [`load_state_dict`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -1,0 +1,65 @@
+//! The command line.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Prune safetensors checkpoints the way torch.nn.utils.prune does, from a declarative plan.
+#[derive(Debug, Parser)]
+#[command(name = "tchprune", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Prune INPUT by the steps of PLAN.json and write OUTPUT (never INPUT).
+    Apply {
+        /// The safetensors state_dict to prune (read only).
+        input: PathBuf,
+        /// The plan: {"seed": 7, "plugins": [...], "steps": [{"method": ..., "params": [...], ...}]}.
+        #[arg(long)]
+        plan: PathBuf,
+        /// Where to write the pruned state_dict (atomically).
+        #[arg(long, short)]
+        output: PathBuf,
+        /// A plugin file with more methods; repeat for several.
+        #[arg(long = "plugin", value_name = "PATH")]
+        plugins: Vec<PathBuf>,
+        /// The dtype of the written masks: the parameter's (PyTorch loads it as is) or bool.
+        #[arg(long, value_enum, default_value_t = MaskDtypeArg::Same)]
+        mask_dtype: MaskDtypeArg,
+    },
+    /// Per-parameter and total sparsity of a safetensors state_dict.
+    Stats {
+        /// The safetensors file.
+        file: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The pruning methods available: name, PRUNING_TYPE, origin.
+    Methods {
+        /// A plugin file whose methods to list too; repeat for several.
+        #[arg(long = "plugin", value_name = "PATH")]
+        plugins: Vec<PathBuf>,
+    },
+    /// Make every pruning of INPUT permanent (PyTorch's prune.remove) and write OUTPUT.
+    Finalize {
+        /// The pruned safetensors state_dict (read only).
+        input: PathBuf,
+        /// Where to write the plain state_dict (atomically).
+        #[arg(long, short)]
+        output: PathBuf,
+    },
+    /// Run the pruning tutorial on the built-in LeNet.
+    Demo,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum MaskDtypeArg {
+    /// The parameter's dtype.
+    Same,
+    /// bool, one byte per entry.
+    Bool,
+}

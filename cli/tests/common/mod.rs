@@ -1,0 +1,96 @@
+//! Helpers for the command's tests: running it, the PyTorch oracle, and the workspace's
+//! shared helpers (plugin builds, snapshots).
+#![allow(dead_code)]
+
+#[path = "../../../tests/common/mod.rs"]
+pub mod workspace;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use tch::Tensor;
+
+/// The result of one run of `tchprune`.
+pub struct Run {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `tchprune` with `args` in `dir`.
+pub fn tchprune_in(dir: &Path, args: &[&str]) -> Run {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = Command::new(env!("CARGO_BIN_EXE_tchprune"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("tchprune runs");
+    Run {
+        success: status.success(),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+/// The bootstrap's Python (with torch 2.11), from `.cargo/config.toml`.
+pub fn python() -> PathBuf {
+    std::env::var_os("TCHPRUNE_PYTHON")
+        .expect("TCHPRUNE_PYTHON is not set: run scripts/bootstrap.sh first")
+        .into()
+}
+
+/// Runs the oracle script `name` (under `cli/tests/oracle/`) with `args`.
+pub fn run_oracle(name: &str, args: &[&Path]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/oracle")
+        .join(name);
+    let output = Command::new(python())
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("the bootstrap's python runs");
+    assert!(
+        output.status.success(),
+        "{name} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Writes `tensors` to `path` as safetensors.
+pub fn write(path: &Path, tensors: &[(&str, &Tensor)]) {
+    let owned: Vec<(String, Tensor)> = tensors
+        .iter()
+        .map(|(k, t)| (k.to_string(), t.shallow_clone()))
+        .collect();
+    tchprune::checkpoint::write(&owned, &Default::default(), path).unwrap();
+}
+
+/// The tensors of a safetensors file, sorted by key.
+pub fn read(path: &Path) -> Vec<(String, Tensor)> {
+    tchprune::checkpoint::read(path).unwrap().tensors
+}
+
+/// The tensor `key` of a safetensors file.
+pub fn tensor(path: &Path, key: &str) -> Tensor {
+    read(path)
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .unwrap_or_else(|| panic!("{} has no key {key}", path.display()))
+        .1
+}
+
+/// Whether two tensors have the same dtype, shape and bits.
+pub fn identical(a: &Tensor, b: &Tensor) -> bool {
+    a.kind() == b.kind() && a.size() == b.size() && {
+        let (a, b) = (a.contiguous(), b.contiguous());
+        let bytes = |t: &Tensor| -> Vec<u8> {
+            let n = t.numel() * t.kind().elt_size_in_bytes();
+            let mut out = vec![0u8; n];
+            t.copy_data_u8(&mut out, t.numel());
+            out
+        };
+        bytes(&a) == bytes(&b)
+    }
+}

@@ -1,0 +1,344 @@
+//! A checkpoint being pruned: its tensors as a [`Module`], and each parameter's method history.
+
+use super::parse::{Plan, Step};
+use crate::checkpoint::{self, module_from_state_dict, Checkpoint, MaskDtype};
+use crate::error::{PruneError, Result};
+use crate::method::{CustomFromMask, PruningMethod, PruningType};
+use crate::module::{join, split_tensor_path, Module};
+use crate::registry::Registry;
+use crate::sparsity::{sparsity, Sparsity};
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use tch::Tensor;
+use wildmatch::WildMatch;
+
+/// The safetensors metadata key holding each parameter's method history, as a JSON object
+/// from parameter key to the list of steps applied to it (`{"method": ..., arguments...}`).
+pub const HISTORY_METADATA_KEY: &str = "tchprune.history";
+
+/// A state_dict being pruned.
+#[derive(Debug)]
+pub struct PrunedState {
+    module: Module,
+    history: BTreeMap<String, Vec<Value>>,
+    metadata: BTreeMap<String, String>,
+}
+
+/// What a prepared step does to each of its keys.
+enum Action {
+    Local(Arc<dyn PruningMethod>),
+    Masks(HashMap<String, Arc<dyn PruningMethod>>),
+    Global(Arc<dyn PruningMethod>),
+    Remove,
+}
+
+/// A step whose patterns, method, arguments and side files have all been checked.
+struct Prepared<'a> {
+    step: &'a Step,
+    keys: Vec<String>,
+    action: Action,
+    scores: HashMap<String, Tensor>,
+    record: Value,
+}
+
+impl PrunedState {
+    /// The state of a checkpoint: pruned pairs reparametrized again, histories from its
+    /// metadata; other metadata is kept for the output.
+    pub fn from_checkpoint(checkpoint: Checkpoint) -> Result<Self> {
+        let mut metadata = checkpoint.metadata;
+        let history = match metadata.remove(HISTORY_METADATA_KEY) {
+            None => BTreeMap::new(),
+            Some(text) => serde_json::from_str(&text).map_err(|err| {
+                PruneError::StateDict(format!(
+                    "metadata '{HISTORY_METADATA_KEY}' is invalid: {err}"
+                ))
+            })?,
+        };
+        Ok(Self {
+            module: module_from_state_dict(checkpoint.tensors)?,
+            history,
+            metadata,
+        })
+    }
+
+    /// The tensors as a module tree.
+    pub fn module(&self) -> &Module {
+        &self.module
+    }
+
+    /// Each parameter's method history (parameters never pruned have none).
+    pub fn history(&self) -> &BTreeMap<String, Vec<Value>> {
+        &self.history
+    }
+
+    /// The parameter keys, sorted: `P` for a pruned pair `P_orig` + `P_mask`.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .module
+            .named_modules()
+            .iter()
+            .flat_map(|(prefix, sub)| {
+                sub.parameters().iter().map(move |(name, _)| {
+                    let pruned = name
+                        .strip_suffix("_orig")
+                        .filter(|tensor| sub.pruning_hook(tensor).is_some());
+                    join(prefix, pruned.unwrap_or(name))
+                })
+            })
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// Whether the parameter `key` is pruned.
+    pub fn is_pruned(&self, key: &str) -> bool {
+        let (prefix, name) = split_tensor_path(key);
+        self.module
+            .submodule(prefix)
+            .is_ok_and(|sub| sub.pruning_hook(name).is_some())
+    }
+
+    /// The sparsity of every parameter as the forward pass would see it, then the total.
+    pub fn sparsity(&self) -> Result<Vec<Sparsity>> {
+        let keys = self.keys();
+        let paths: Vec<&str> = keys.iter().map(String::as_str).collect();
+        sparsity(&self.module, &paths)
+    }
+
+    /// Runs `plan`'s steps in order, with methods from `registry`. Every step is checked before
+    /// the first runs; `progress(done, total)` hears about each parameter done.
+    pub fn apply_plan(
+        mut self,
+        plan: &Plan,
+        registry: &Registry,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self> {
+        let keys = self.keys();
+        let prepared = plan
+            .steps
+            .iter()
+            .map(|step| prepare(step, &keys, registry).map_err(|err| step_error(step, None, err)))
+            .collect::<Result<Vec<_>>>()?;
+        let total = prepared.iter().map(|p| p.keys.len()).sum();
+        let mut done = 0;
+        progress(done, total);
+        if let Some(seed) = plan.seed {
+            tch::manual_seed(seed);
+        }
+        for step in &prepared {
+            self.run(step, &mut |n| {
+                done += n;
+                progress(done, total);
+            })?;
+        }
+        Ok(self)
+    }
+
+    /// Makes every pruning permanent (`remove` on each pruned parameter).
+    pub fn finalize(mut self) -> Result<Self> {
+        for key in self.keys() {
+            if self.is_pruned(&key) {
+                crate::reparam::remove(&mut self.module, &key)?;
+                self.history
+                    .entry(key)
+                    .or_default()
+                    .push(json!({"method": "remove"}));
+            }
+        }
+        Ok(self)
+    }
+
+    /// The state as a checkpoint: PyTorch's keys, masks as `mask_dtype` says, the histories in
+    /// the metadata next to the input's other metadata.
+    pub fn to_checkpoint(&self, mask_dtype: MaskDtype) -> Result<Checkpoint> {
+        let mut tensors = checkpoint::state_dict_with(&self.module, mask_dtype);
+        tensors.sort_by(|(a, _), (b, _)| a.cmp(b));
+        let mut metadata = self.metadata.clone();
+        if !self.history.is_empty() {
+            let history = serde_json::to_string(&self.history).expect("JSON values serialize");
+            metadata.insert(HISTORY_METADATA_KEY.to_owned(), history);
+        }
+        Ok(Checkpoint { tensors, metadata })
+    }
+
+    fn run(&mut self, prepared: &Prepared<'_>, advance: &mut dyn FnMut(usize)) -> Result<()> {
+        let step = prepared.step;
+        let scores = |key: &str| prepared.scores.get(key);
+        match &prepared.action {
+            Action::Global(method) => {
+                let paths: Vec<&str> = prepared.keys.iter().map(String::as_str).collect();
+                let scores: Vec<(&str, &Tensor)> = paths
+                    .iter()
+                    .filter_map(|k| scores(k).map(|t| (*k, t)))
+                    .collect();
+                crate::reparam::global_unstructured(
+                    &mut self.module,
+                    &paths,
+                    Arc::clone(method),
+                    &scores,
+                )
+                .map_err(|err| step_error(step, None, err))?;
+                advance(paths.len());
+            }
+            action => {
+                for key in &prepared.keys {
+                    let result = match action {
+                        Action::Remove => crate::reparam::remove(&mut self.module, key),
+                        Action::Local(method) => crate::reparam::apply(
+                            &mut self.module,
+                            key,
+                            Arc::clone(method),
+                            scores(key),
+                        ),
+                        Action::Masks(masks) => crate::reparam::apply(
+                            &mut self.module,
+                            key,
+                            Arc::clone(&masks[key]),
+                            None,
+                        ),
+                        Action::Global(_) => unreachable!("handled above"),
+                    };
+                    result.map_err(|err| step_error(step, Some(key), err))?;
+                    advance(1);
+                }
+            }
+        }
+        for key in &prepared.keys {
+            self.history
+                .entry(key.clone())
+                .or_default()
+                .push(prepared.record.clone());
+        }
+        Ok(())
+    }
+}
+
+fn step_error(step: &Step, key: Option<&str>, source: PruneError) -> PruneError {
+    PruneError::PlanStep {
+        step: step.number,
+        method: step.method.clone(),
+        key: key.map(str::to_owned),
+        source: Box::new(source),
+    }
+}
+
+fn invalid(reason: impl Into<String>) -> PruneError {
+    PruneError::InvalidStep(reason.into())
+}
+
+fn prepare<'a>(step: &'a Step, keys: &[String], registry: &Registry) -> Result<Prepared<'a>> {
+    let matched = resolve(&step.params, keys)?;
+    let mut arguments = step.arguments.clone();
+    let mut record = Map::new();
+    record.insert("method".to_owned(), json!(step.method));
+    if step.mask_file.is_some() && step.method != "custom_from_mask" {
+        return Err(invalid("'mask_file' is only for custom_from_mask"));
+    }
+    let action = match step.method.as_str() {
+        "remove" => {
+            if let Some(key) = arguments.keys().next() {
+                return Err(invalid(format!("remove takes no argument, got '{key}'")));
+            }
+            if step.scores_file.is_some() {
+                return Err(invalid("remove takes no 'scores_file'"));
+            }
+            Action::Remove
+        }
+        "global_unstructured" => {
+            let name = match arguments.remove("pruning_method") {
+                Some(Value::String(name)) => name,
+                Some(other) => {
+                    return Err(invalid(format!(
+                        "'pruning_method' must be a method name, got {other}"
+                    )))
+                }
+                None => {
+                    return Err(invalid(
+                        "missing 'pruning_method' (the unstructured method to apply globally)",
+                    ))
+                }
+            };
+            let method = registry.build(&name, &Value::Object(arguments.clone()))?;
+            if method.pruning_type() != PruningType::Unstructured {
+                return Err(PruneError::WrongPruningType {
+                    method: name,
+                    reason: format!(
+                        "only \"unstructured\" methods can be applied globally, got {}",
+                        method.pruning_type()
+                    ),
+                });
+            }
+            record.insert("pruning_method".to_owned(), json!(name));
+            Action::Global(method)
+        }
+        "custom_from_mask" if step.mask_file.is_some() => {
+            if let Some(key) = arguments.keys().next() {
+                return Err(invalid(format!(
+                    "with 'mask_file', custom_from_mask takes no argument, got '{key}'"
+                )));
+            }
+            let path = step.mask_file.as_deref().expect("checked");
+            let masks = side_tensors(path, &matched, "mask_file")?
+                .into_iter()
+                .map(|(key, mask)| {
+                    Ok((
+                        key,
+                        Arc::new(CustomFromMask::new(&mask)?) as Arc<dyn PruningMethod>,
+                    ))
+                })
+                .collect::<Result<_>>()?;
+            record.insert("mask_file".to_owned(), json!(path.display().to_string()));
+            Action::Masks(masks)
+        }
+        name => Action::Local(registry.build(name, &Value::Object(arguments.clone()))?),
+    };
+    record.extend(arguments);
+    let scores = match &step.scores_file {
+        Some(path) => {
+            record.insert("scores_file".to_owned(), json!(path.display().to_string()));
+            side_tensors(path, &matched, "scores_file")?
+        }
+        None => HashMap::new(),
+    };
+    Ok(Prepared {
+        step,
+        keys: matched,
+        action,
+        scores,
+        record: Value::Object(record),
+    })
+}
+
+/// The keys the patterns match: each pattern's matches in sorted order, without repeats.
+fn resolve(patterns: &[String], keys: &[String]) -> Result<Vec<String>> {
+    let mut matched: Vec<String> = Vec::new();
+    for pattern in patterns {
+        let glob = WildMatch::new(pattern);
+        let hits: Vec<&String> = keys.iter().filter(|key| glob.matches(key)).collect();
+        if hits.is_empty() {
+            return Err(PruneError::PatternMatchesNothing(pattern.clone()));
+        }
+        for hit in hits {
+            if !matched.contains(hit) {
+                matched.push(hit.clone());
+            }
+        }
+    }
+    Ok(matched)
+}
+
+/// The tensors of the side file `path` for each of `keys`.
+fn side_tensors(path: &Path, keys: &[String], what: &str) -> Result<HashMap<String, Tensor>> {
+    let mut tensors: HashMap<String, Tensor> =
+        checkpoint::read(path)?.tensors.into_iter().collect();
+    keys.iter()
+        .map(|key| {
+            let t = tensors.remove(key).ok_or_else(|| {
+                invalid(format!("{what} {} has no tensor '{key}'", path.display()))
+            })?;
+            Ok((key.clone(), t))
+        })
+        .collect()
+}
