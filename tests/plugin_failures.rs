@@ -48,11 +48,16 @@ fn a_panic_while_computing_comes_back_as_an_error() {
     let (registry, plugin, _) = registry();
     let err = failure(&registry, "panics");
     assert!(matches!(err, PruneError::Plugin { .. }), "{err:?}");
+    let message = err.to_string();
     assert!(
-        err.to_string()
-            .contains("panicked: this method always panics"),
-        "{err}"
+        message.contains("panics.compute_mask panicked at"),
+        "{message}"
     );
+    assert!(
+        message.contains("misbehaving/src/lib.rs"),
+        "the panic's location: {message}"
+    );
+    assert!(message.contains("this method always panics"), "{message}");
     assert_names(&err, "panics", &plugin);
 }
 

@@ -196,7 +196,7 @@ pub enum PruneError {
     #[error("'{0}' matches no parameter of the checkpoint")]
     PatternMatchesNothing(String),
     /// A step of a plan that failed.
-    #[error("plan step {step} ({method}){}: {source}", key.as_ref().map(|k| format!(" on '{k}'")).unwrap_or_default())]
+    #[error("plan step {step} ({method}){}: {error}", key.as_ref().map(|k| format!(" on '{k}'")).unwrap_or_default())]
     PlanStep {
         /// The step's number, from 1.
         step: usize,
@@ -205,7 +205,7 @@ pub enum PruneError {
         /// The parameter key it failed on, when it failed on one.
         key: Option<String>,
         /// What went wrong.
-        source: Box<PruneError>,
+        error: Box<PruneError>,
     },
     /// An I/O error, with the path it concerns.
     #[error("{path}: {source}")]

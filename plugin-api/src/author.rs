@@ -8,7 +8,9 @@ use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RResult, RString, RVec};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
+use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Once;
 
 /// One argument of a [`Method`]: its JSON key and what it means.
 #[derive(Clone, Copy, Debug)]
@@ -150,18 +152,46 @@ impl Arguments {
     }
 }
 
+thread_local! {
+    /// Set while a guarded call runs on this thread; holds the panic report once one happens.
+    static GUARDED: RefCell<Option<Option<String>>> = const { RefCell::new(None) };
+}
+
+/// Makes panics inside guarded calls silent: their report goes into the error the host gets
+/// instead of onto stderr. Panics elsewhere in the plugin reach the previous hook as usual.
+/// (A `cdylib` has its own copy of std, so this hook never sees the host's panics.)
+fn quiet_guarded_panics() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let report = info.to_string();
+            let captured = GUARDED.with(|guarded| match guarded.borrow_mut().as_mut() {
+                Some(slot) => {
+                    *slot = Some(report);
+                    true
+                }
+                None => false,
+            });
+            if !captured {
+                previous(info);
+            }
+        }));
+    });
+}
+
 /// Runs `f`, turning a panic into an error that quotes it.
 fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> RResult<T, RString> {
-    match catch_unwind(AssertUnwindSafe(f)) {
+    quiet_guarded_panics();
+    let outer = GUARDED.with(|guarded| guarded.replace(Some(None)));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    let report = GUARDED.with(|guarded| guarded.replace(outer)).flatten();
+    match result {
         Ok(Ok(value)) => RResult::ROk(value),
         Ok(Err(message)) => RResult::RErr(message.into()),
-        Err(payload) => {
-            let message = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic without a message".to_owned());
-            RResult::RErr(format!("{what} panicked: {message}").into())
+        Err(_) => {
+            let report = report.unwrap_or_else(|| "panicked without a message".to_owned());
+            RResult::RErr(format!("{what} {}", report.replace('\n', " ")).into())
         }
     }
 }

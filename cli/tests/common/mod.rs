@@ -94,3 +94,49 @@ pub fn identical(a: &Tensor, b: &Tensor) -> bool {
         bytes(&a) == bytes(&b)
     }
 }
+
+/// LeNet's state_dict written to `dir/lenet.safetensors`: the same weights in every call of
+/// the process (drawn once, since tests on other threads share libtorch's generator).
+pub fn lenet_checkpoint(dir: &Path) -> PathBuf {
+    static LENET: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let bytes = LENET.get_or_init(|| {
+        tch::manual_seed(0);
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let model = tchprune::layers::lenet(&vs.root());
+        let scratch = tempfile::tempdir().unwrap();
+        let path = scratch.path().join("lenet.safetensors");
+        tchprune::checkpoint::save(&model, &path).unwrap();
+        std::fs::read(path).unwrap()
+    });
+    let path = dir.join("lenet.safetensors");
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// Writes `plan` to `dir/plan.json`.
+pub fn write_plan(dir: &Path, plan: &serde_json::Value) {
+    std::fs::write(dir.join("plan.json"), plan.to_string()).unwrap();
+}
+
+/// Applies `plan` to LeNet in a fresh directory; returns the directory and the run.
+pub fn apply_to_lenet(plan: &serde_json::Value, extra: &[&str]) -> (tempfile::TempDir, Run) {
+    let dir = tempfile::tempdir().unwrap();
+    lenet_checkpoint(dir.path());
+    write_plan(dir.path(), plan);
+    let mut args = vec![
+        "apply",
+        "lenet.safetensors",
+        "--plan",
+        "plan.json",
+        "-o",
+        "out.safetensors",
+    ];
+    args.extend_from_slice(extra);
+    let run = tchprune_in(dir.path(), &args);
+    (dir, run)
+}
+
+/// The number of zeros of a tensor.
+pub fn zeros(t: &Tensor) -> i64 {
+    t.eq(0).sum(tch::Kind::Int64).int64_value(&[])
+}

@@ -220,7 +220,7 @@ fn step_error(step: &Step, key: Option<&str>, source: PruneError) -> PruneError 
         step: step.number,
         method: step.method.clone(),
         key: key.map(str::to_owned),
-        source: Box::new(source),
+        error: Box::new(source),
     }
 }
 
