@@ -377,3 +377,54 @@ fn plugins_from_the_command_line_and_from_the_plan() {
         [0., 0., 0., 1., 0., 0., 0., 1., 0., 0.]
     );
 }
+
+#[test]
+fn every_input_tensor_reaches_the_output_whatever_its_dtype() {
+    let dir = tempfile::tempdir().unwrap();
+    let weight = tch::Tensor::randn([4, 8], (Kind::BFloat16, tch::Device::Cpu));
+    let steps = tch::Tensor::from(7i64);
+    let running_mean = tch::Tensor::randn([4], (Kind::Double, tch::Device::Cpu));
+    let flags = tch::Tensor::from_slice(&[true, false, true]);
+    common::write(
+        &dir.path().join("in.safetensors"),
+        &[
+            ("layer.weight", &weight),
+            ("bn.num_batches_tracked", &steps),
+            ("bn.running_mean", &running_mean),
+            ("flags", &flags),
+        ],
+    );
+    common::write_plan(
+        dir.path(),
+        &json!({"steps": [{"method": "l1_unstructured", "params": ["layer.weight"], "amount": 0.5}]}),
+    );
+    let run = common::tchprune_in(
+        dir.path(),
+        &[
+            "apply",
+            "in.safetensors",
+            "--plan",
+            "plan.json",
+            "-o",
+            "out.safetensors",
+        ],
+    );
+    assert_ok(&run);
+    let output = dir.path().join("out.safetensors");
+    assert!(common::identical(
+        &tensor(&output, "bn.num_batches_tracked"),
+        &steps
+    ));
+    assert!(common::identical(
+        &tensor(&output, "bn.running_mean"),
+        &running_mean
+    ));
+    assert!(common::identical(&tensor(&output, "flags"), &flags));
+    assert!(common::identical(
+        &tensor(&output, "layer.weight_orig"),
+        &weight
+    ));
+    let mask = tensor(&output, "layer.weight_mask");
+    assert_eq!(mask.kind(), Kind::BFloat16);
+    assert_eq!(zeros(&mask), 16);
+}
