@@ -117,7 +117,7 @@ pub(crate) fn combine_masks(
 
 /// A `bool` mask of `t`'s shape that keeps every entry.
 pub(crate) fn all_kept(t: &Tensor) -> Result<Tensor> {
-    Ok(t.f_ones_like()?.f_to_kind(Kind::Bool)?)
+    Ok(Tensor::f_ones(t.size(), (Kind::Bool, t.device()))?)
 }
 
 /// The mask of a tensor's first pruning: `method` runs on the whole of `scores` from a mask that

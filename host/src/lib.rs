@@ -36,6 +36,7 @@ pub mod method;
 mod module;
 pub mod plan;
 pub mod plugin;
+mod product_cache;
 pub mod prune;
 mod registry;
 mod reparam;

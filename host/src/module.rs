@@ -9,6 +9,7 @@
 
 use crate::container::PruningContainer;
 use crate::error::{PruneError, Result};
+use crate::product_cache::ProductCache;
 use std::fmt;
 use std::sync::Arc;
 use tch::Tensor;
@@ -39,6 +40,7 @@ pub struct Module {
     children: Vec<(String, Module)>,
     hooks: Vec<PruningContainer>,
     forward: Option<ForwardFn>,
+    products: ProductCache,
 }
 
 impl Module {
@@ -51,6 +53,7 @@ impl Module {
             children: Vec::new(),
             hooks: Vec::new(),
             forward: None,
+            products: ProductCache::default(),
         }
     }
 
@@ -210,12 +213,14 @@ impl Module {
         &self.hooks
     }
 
-    /// The tensor `name` as the forward pass sees it: `name_orig * name_mask` when it is pruned
-    /// (recomputed on every call, so gradients reach `name_orig`), else the parameter or buffer.
+    /// The tensor `name` as the forward pass sees it: `name_orig * name_mask` when it is pruned,
+    /// else the parameter or buffer. With gradients on, the product is computed on every call
+    /// so that gradients reach `name_orig`; without (inference), it is kept until `name_orig` or
+    /// the mask changes (see `product_cache.rs`).
     pub fn try_get(&self, name: &str) -> Result<Tensor> {
         if self.pruning_hook(name).is_some() {
             let (orig, mask) = self.pruned_pair(name)?;
-            return Ok(orig.f_mul(mask)?);
+            return Ok(self.products.product(name, orig, mask)?);
         }
         self.parameter(name)
             .or_else(|| self.buffer(name))
@@ -351,14 +356,17 @@ impl Module {
     }
 
     pub(crate) fn parameters_mut(&mut self) -> &mut Vec<(String, Tensor)> {
+        self.products.clear();
         &mut self.parameters
     }
 
     pub(crate) fn buffers_mut(&mut self) -> &mut Vec<(String, Tensor)> {
+        self.products.clear();
         &mut self.buffers
     }
 
     pub(crate) fn hooks_mut(&mut self) -> &mut Vec<PruningContainer> {
+        self.products.clear();
         &mut self.hooks
     }
 }

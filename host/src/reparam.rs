@@ -7,6 +7,7 @@
 
 use crate::container::{all_kept, combine_masks, first_mask, PruningContainer};
 use crate::error::{PruneError, Result};
+use crate::method::global_magnitude::global_magnitude_masks;
 use crate::method::{CustomFromMask, PruningMethod, PruningType};
 use crate::module::{mask_name, orig_name, split_tensor_path, Module};
 use std::collections::HashSet;
@@ -25,9 +26,19 @@ struct PlannedPruning {
 /// The tensor `name` of `module` as PyTorch's `getattr(module, name)` gives it, its current mask
 /// if it is pruned, or an error if `module` has no such parameter.
 fn current_state(module: &Module, name: &str) -> Result<(Tensor, Option<Tensor>)> {
+    let (stored, mask) = stored_state(module, name)?;
+    match mask {
+        Some(mask) => Ok((module.try_get(name)?, Some(mask))),
+        None => Ok((stored, None)),
+    }
+}
+
+/// Like [`current_state`], but a pruned tensor comes as `name_orig`, which equals
+/// `getattr(module, name)` wherever the mask keeps entries: all that unstructured ranking reads.
+fn stored_state(module: &Module, name: &str) -> Result<(Tensor, Option<Tensor>)> {
     if module.pruning_hook(name).is_some() {
-        let (_, mask) = module.pruned_pair(name)?;
-        return Ok((module.try_get(name)?, Some(mask.shallow_clone())));
+        let (orig, mask) = module.pruned_pair(name)?;
+        return Ok((orig.detach(), Some(mask.shallow_clone())));
     }
     let parameter = module
         .parameter(name)
@@ -160,11 +171,7 @@ pub fn remove(module: &mut Module, path: &str) -> Result<()> {
         })?;
     let (orig, mask) = module.pruned_pair(name)?;
     let mut orig = orig.shallow_clone();
-    tch::no_grad(|| -> Result<()> {
-        let pruned = orig.f_mul(mask)?;
-        orig.f_copy_(&pruned)?;
-        Ok(())
-    })?;
+    let _ = tch::no_grad(|| orig.f_mul_(mask))?;
     let (orig_key, mask_key) = (orig_name(name), mask_name(name));
     module.parameters_mut().retain(|(n, _)| *n != orig_key);
     module.buffers_mut().retain(|(n, _)| *n != mask_key);
@@ -204,48 +211,91 @@ pub fn global_unstructured(
             name: format!("{unknown} (has importance scores but is not listed)"),
         });
     }
-    let (final_mask, shapes) = tch::no_grad(|| -> Result<(Tensor, Vec<Vec<i64>>)> {
+    let new_masks = tch::no_grad(|| -> Result<Vec<Tensor>> {
         let mut all_scores = Vec::with_capacity(paths.len());
         let mut all_masks = Vec::with_capacity(paths.len());
-        let mut shapes = Vec::with_capacity(paths.len());
         for path in paths {
             let (module_path, name) = split_tensor_path(path);
-            let (tensor, mask) = current_state(root.submodule(module_path)?, name)?;
+            let (tensor, mask) = stored_state(root.submodule(module_path)?, name)?;
             let scores = importance_scores
                 .iter()
                 .find(|(p, _)| p == path)
                 .map(|(_, s)| *s);
-            let mask = match mask {
-                Some(mask) => mask,
-                None => all_kept(&tensor)?,
-            };
-            shapes.push(tensor.size());
-            all_scores.push(checked_scores(scores, tensor, path)?.f_reshape([-1])?);
-            all_masks.push(mask.f_reshape([-1])?);
+            all_scores.push(checked_scores(scores, tensor, path)?);
+            all_masks.push(mask);
         }
-        let mut container = PruningContainer::new("temp");
-        container.add_pruning_method("temp", method.clone())?;
-        let mask = container.compute_mask(
-            &Tensor::f_cat(&all_scores, 0)?,
-            &Tensor::f_cat(&all_masks, 0)?,
-        )?;
-        Ok((mask, shapes))
+        if let Some(amount) = method.magnitude_amount() {
+            if let Some(masks) = global_magnitude_masks(&all_scores, &all_masks, amount)? {
+                return Ok(masks);
+            }
+        }
+        concatenated_masks(method.as_ref(), &all_scores, &all_masks)
     })?;
     let mut planned = Vec::with_capacity(paths.len());
-    let mut offset = 0;
-    for (path, shape) in paths.iter().zip(&shapes) {
-        let numel: i64 = shape.iter().product();
-        let share = final_mask
-            .f_slice(0, offset, offset + numel, 1)?
-            .f_reshape(shape.as_slice())?;
-        offset += numel;
-        let custom: Arc<dyn PruningMethod> = Arc::new(CustomFromMask::new(&share)?);
-        planned.push(plan(root, path, custom, None)?);
+    for (path, mask) in paths.iter().zip(new_masks) {
+        let custom: Arc<dyn PruningMethod> = Arc::new(CustomFromMask::new(&mask)?);
+        planned.push(plan_with_mask(root, path, custom, mask)?);
     }
     for planned in planned {
         commit(root, planned);
     }
     Ok(())
+}
+
+/// PyTorch's way: one container over the concatenation of every tensor's scores and masks,
+/// then each tensor's share of the result.
+fn concatenated_masks(
+    method: &dyn PruningMethod,
+    scores: &[Tensor],
+    masks: &[Option<Tensor>],
+) -> Result<Vec<Tensor>> {
+    let flat_scores = scores
+        .iter()
+        .map(|s| s.f_reshape([-1]))
+        .collect::<tch::Result<Vec<_>>>()?;
+    let flat_masks = masks
+        .iter()
+        .zip(scores)
+        .map(|(mask, score)| match mask {
+            Some(mask) => Ok(mask.f_reshape([-1])?),
+            None => all_kept(&score.f_reshape([-1])?),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let final_mask = combine_masks(
+        method,
+        &Tensor::f_cat(&flat_scores, 0)?,
+        &Tensor::f_cat(&flat_masks, 0)?,
+    )?;
+    let mut offset = 0;
+    scores
+        .iter()
+        .map(|score| {
+            let numel = score.numel() as i64;
+            let share = final_mask
+                .f_slice(0, offset, offset + numel, 1)?
+                .f_reshape(score.size())?;
+            offset += numel;
+            Ok(share)
+        })
+        .collect()
+}
+
+/// A pruning of the tensor at `path` to `mask` (already combined with its current mask and
+/// checked), recorded as `method`.
+fn plan_with_mask(
+    root: &Module,
+    path: &str,
+    method: Arc<dyn PruningMethod>,
+    mask: Tensor,
+) -> Result<PlannedPruning> {
+    let (module_path, name) = split_tensor_path(path);
+    let (tensor, _) = stored_state(root.submodule(module_path)?, name)?;
+    Ok(PlannedPruning {
+        module_path: module_path.to_owned(),
+        name: name.to_owned(),
+        method,
+        mask: mask.f_to_device(tensor.device())?,
+    })
 }
 
 /// True when `module` or any of its sub-modules has a pruned tensor.

@@ -11,7 +11,9 @@
 
 mod args;
 pub(crate) mod custom;
+pub(crate) mod global_magnitude;
 mod identity;
+mod radix;
 mod select;
 pub(crate) mod structured;
 mod unstructured;
@@ -102,6 +104,12 @@ pub trait PruningMethod: Send + Sync + fmt::Debug {
 
     /// The plugin file the method was loaded from, if any; errors about its masks name it.
     fn plugin(&self) -> Option<&std::path::Path> {
+        None
+    }
+
+    /// For a method that prunes the `amount` smallest magnitudes (L1), that amount: global
+    /// pruning then ranks every tensor where it lies instead of concatenating them all.
+    fn magnitude_amount(&self) -> Option<crate::Amount> {
         None
     }
 }

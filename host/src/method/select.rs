@@ -1,14 +1,22 @@
 //! Exact selection of the `k` smallest (or largest) entries of a flat tensor in linear time.
 //!
 //! PyTorch runs a full `topk` for magnitude and random pruning, which sorts and costs over a
-//! second for 16M entries on a laptop CPU. `kthvalue` finds the k-th value by quickselect and
-//! everything strictly beyond it is selected: for distinct values that is `topk`'s set. When
-//! more entries tie at the threshold than are still needed, which of them `topk` takes depends
-//! on its algorithm, so only then the selection runs `topk` itself, as PyTorch calls it, and
-//! the masks stay PyTorch's bit for bit even for data full of ties.
+//! second for 16M entries on a laptop CPU. Here the k-th value is found in linear time (radix
+//! select on CPU floats, `kthvalue` elsewhere) and everything strictly beyond it is selected:
+//! for distinct values that is `topk`'s set.
+//!
+//! When more entries tie at the threshold than are still needed, which of them `topk` takes
+//! depends on its sorting algorithm. Up to [`EXACT_TIES_LIMIT`] entries the selection then runs
+//! `topk` itself, as PyTorch calls it, so masks stay PyTorch's bit for bit even for data full of
+//! ties; beyond that (where `topk` would cost a second) it takes the tied entries in index
+//! order: exactly `k` entries, the guarantee PyTorch documents.
 
+use super::radix::{self, Order, Part, Values};
 use crate::error::Result;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
+
+/// Up to this many entries, ambiguous ties are resolved by `topk` exactly as PyTorch does.
+pub(crate) const EXACT_TIES_LIMIT: i64 = 1 << 20;
 
 /// Which end of the order to select from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,6 +34,9 @@ pub(crate) fn select(values: &Tensor, k: i64, end: End) -> Result<Tensor> {
     }
     if k == n {
         return crate::container::all_kept(values);
+    }
+    if let Some(selected) = radix_select(values, k, end)? {
+        return Ok(selected);
     }
     let rank = match end {
         End::Smallest => k,
@@ -57,8 +68,69 @@ pub(crate) fn select(values: &Tensor, k: i64, end: End) -> Result<Tensor> {
     if tied == missing {
         return Ok(beyond.f_logical_or(&at_threshold)?);
     }
+    if n <= EXACT_TIES_LIMIT {
+        return topk_select(values, k, end);
+    }
+    let tied = at_threshold.f_nonzero()?.f_view(-1)?;
+    let take = tied.f_slice(0, 0, missing, 1)?;
+    let _ = beyond.f_view(-1)?.f_index_fill_(0, &take, 1)?;
+    Ok(beyond)
+}
+
+/// PyTorch's own selection: the entries `topk` returns.
+pub(crate) fn topk_select(values: &Tensor, k: i64, end: End) -> Result<Tensor> {
     let (_, indices) = values.f_topk(k, 0, end == End::Largest, true)?;
     let mut selected = values.f_zeros_like()?.f_to_kind(Kind::Bool)?;
     let _ = selected.f_index_fill_(0, &indices, 1)?;
     Ok(selected)
+}
+
+/// The flat float tensor `t`'s entries as radix-select values, when it is on the CPU.
+pub(crate) fn cpu_values(t: &Tensor) -> Option<Values<'_>> {
+    if t.device() != Device::Cpu || !t.is_contiguous() {
+        return None;
+    }
+    let n = t.numel();
+    let ptr = t.data_ptr();
+    if n == 0 || ptr.is_null() {
+        return None;
+    }
+    // SAFETY: a contiguous CPU tensor of `n` entries of the matched dtype, borrowed with `t`.
+    unsafe {
+        Some(match t.kind() {
+            Kind::Float => Values::F32(std::slice::from_raw_parts(ptr.cast(), n)),
+            Kind::Double => Values::F64(std::slice::from_raw_parts(ptr.cast(), n)),
+            Kind::Half => Values::F16(std::slice::from_raw_parts(ptr.cast(), n)),
+            Kind::BFloat16 => Values::BF16(std::slice::from_raw_parts(ptr.cast(), n)),
+            _ => return None,
+        })
+    }
+}
+
+/// [`select`] by radix select, for CPU floats; `None` for anything else.
+fn radix_select(values: &Tensor, k: i64, end: End) -> Result<Option<Tensor>> {
+    let values = values.f_contiguous()?;
+    let Some(data) = cpu_values(&values) else {
+        return Ok(None);
+    };
+    let order = match end {
+        End::Smallest => Order::Ascending,
+        End::Largest => Order::Descending,
+    };
+    let part = Part {
+        values: data,
+        alive: None,
+    };
+    let threshold = radix::kth_smallest(&[part], k as u64, order);
+    let missing = k as u64 - threshold.below;
+    let n = values.numel() as i64;
+    if missing < threshold.tied && n <= EXACT_TIES_LIMIT {
+        return topk_select(&values, k, end).map(Some);
+    }
+    let selected = Tensor::f_zeros([n], (Kind::Bool, Device::Cpu))?;
+    // SAFETY: a fresh contiguous CPU bool tensor of `n` entries, written only here.
+    let flags =
+        unsafe { std::slice::from_raw_parts_mut(selected.data_ptr().cast::<bool>(), n as usize) };
+    radix::mark(&[part], threshold, missing, order, &mut [flags]);
+    Ok(Some(selected))
 }

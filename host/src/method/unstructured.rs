@@ -17,12 +17,12 @@ fn zero_selected(
     end: End,
 ) -> Result<Tensor> {
     let k = amount.units_to_prune(scores.numel() as i64)?;
-    let mask = default_mask.copy();
-    if k != 0 {
-        let pruned = select(&scores.f_reshape([-1])?, k, end)?;
-        let _ = mask.f_view(-1)?.f_masked_fill_(&pruned, 0)?;
+    if k == 0 {
+        return Ok(default_mask.copy());
     }
-    Ok(mask)
+    let pruned = select(&scores.f_reshape([-1])?, k, end)?;
+    let kept = pruned.f_logical_not()?.f_reshape(default_mask.size())?;
+    Ok(kept.f_logical_and(&default_mask.f_to_kind(tch::Kind::Bool)?)?)
 }
 
 /// Prunes the `amount` entries with the lowest L1 norm (absolute value): PyTorch's
@@ -56,6 +56,10 @@ impl PruningMethod for L1Unstructured {
 
     fn arguments(&self) -> serde_json::Value {
         json!({ "amount": self.amount.to_json() })
+    }
+
+    fn magnitude_amount(&self) -> Option<Amount> {
+        Some(self.amount)
     }
 }
 

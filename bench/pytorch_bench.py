@@ -1,0 +1,241 @@
+"""PyTorch's side of tchprune's benchmark: the same workloads on the same tensors.
+
+Usage: pytorch_bench.py RUNS [WORKLOAD ...]
+Prints one JSON object: workload id -> {"seconds": median} for timings, or {"ratio": r, ...}
+for overheads and sizes. The tensors come from the same seeds as the Rust side (libtorch's CPU
+generator draws the same numbers for both).
+"""
+
+import io
+import json
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.nn.utils.prune as prune
+
+
+def median_time(setup, run, runs):
+    times = []
+    for _ in range(runs):
+        state = setup()
+        start = time.perf_counter()
+        run(state)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def holder(t):
+    m = nn.Module()
+    m.weight = nn.Parameter(t)
+    return m
+
+
+def big_tensor():
+    torch.manual_seed(0)
+    return torch.randn(4096, 4096)
+
+
+def resnet50_shapes():
+    shapes = [("conv1.weight", (64, 3, 7, 7))]
+    inplanes = 64
+    for layer, (blocks, width) in enumerate(zip([3, 4, 6, 3], [64, 128, 256, 512]), start=1):
+        for b in range(blocks):
+            p = f"layer{layer}.{b}"
+            shapes += [
+                (f"{p}.conv1.weight", (width, inplanes, 1, 1)),
+                (f"{p}.conv2.weight", (width, width, 3, 3)),
+                (f"{p}.conv3.weight", (width * 4, width, 1, 1)),
+            ]
+            if b == 0:
+                shapes.append((f"{p}.downsample.0.weight", (width * 4, inplanes, 1, 1)))
+            inplanes = width * 4
+    shapes.append(("fc.weight", (1000, 2048)))
+    return shapes
+
+
+def resnet50_tensors():
+    torch.manual_seed(0)
+    return [(k, torch.randn(*s)) for k, s in resnet50_shapes()]
+
+
+def module_tree(tensors):
+    root = nn.Module()
+    params = []
+    for key, t in tensors:
+        module = root
+        *path, name = key.split(".")
+        for part in path:
+            if not hasattr(module, part):
+                module.add_module(part, nn.Module())
+            module = getattr(module, part)
+        module.register_parameter(name, nn.Parameter(t))
+        params.append((module, name))
+    return root, params
+
+
+class LeNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 6, 3)
+        self.conv2 = nn.Conv2d(6, 16, 3)
+        self.fc1 = nn.Linear(16 * 5 * 5, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, 10)
+
+
+class FooBarPruningMethod(prune.BasePruningMethod):
+    PRUNING_TYPE = "unstructured"
+
+    def compute_mask(self, t, default_mask):
+        mask = default_mask.clone()
+        mask.view(-1)[::2] = 0
+        return mask
+
+
+def tutorial(_):
+    torch.manual_seed(1)
+    model = LeNet()
+    prune.random_unstructured(model.conv1, name="weight", amount=0.3)
+    prune.l1_unstructured(model.conv1, name="bias", amount=3)
+    prune.ln_structured(model.conv1, name="weight", amount=0.5, n=2, dim=0)
+    prune.remove(model.conv1, "weight")
+    model = LeNet()
+    for _, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            prune.l1_unstructured(module, name="weight", amount=0.2)
+        elif isinstance(module, nn.Linear):
+            prune.l1_unstructured(module, name="weight", amount=0.4)
+    model = LeNet()
+    parameters = [(getattr(model, n), "weight") for n in ["conv1", "conv2", "fc1", "fc2", "fc3"]]
+    prune.global_unstructured(parameters, pruning_method=prune.L1Unstructured, amount=0.2)
+    FooBarPruningMethod.apply(model.fc3, "bias")
+
+
+def mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(2048, 2048), nn.ReLU(), nn.Linear(2048, 2048), nn.ReLU(), nn.Linear(2048, 2048))
+
+
+def prune_mlp(model):
+    for i in (0, 2, 4):
+        prune.l1_unstructured(model[i], "weight", amount=0.9)
+
+
+def per_call(f, calls):
+    for _ in range(3):
+        f()
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def mlp_overhead(train, calls):
+    x = torch.randn(64, 2048)
+    target = torch.randn(64, 2048)
+
+    def timing(pruned):
+        model = mlp()
+        if pruned:
+            prune_mlp(model)
+        if not train:
+            model.eval()
+
+            def step():
+                with torch.no_grad():
+                    model(x)
+        else:
+            opt = torch.optim.SGD(model.parameters(), lr=0.01)
+
+            def step():
+                opt.zero_grad()
+                F.mse_loss(model(x), target).backward()
+                opt.step()
+
+        return per_call(step, calls)
+
+    dense, pruned = timing(False), timing(True)
+    return {"ratio": pruned / dense, "dense_seconds": dense, "pruned_seconds": pruned}
+
+
+def state_bytes(_runs):
+    tensors = resnet50_tensors()
+    dense_root, _ = module_tree(tensors)
+    dense = sum(t.numel() * t.element_size() for t in dense_root.state_dict().values())
+    root, params = module_tree(tensors)
+    prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=0.8)
+    pruned = sum(t.numel() * t.element_size() for t in root.state_dict().values())
+
+    def saved(module):
+        buffer = io.BytesIO()
+        torch.save(module.state_dict(), buffer)
+        return buffer.tell()
+
+    return {
+        "memory": {"ratio": pruned / dense},
+        "disk": {"ratio": saved(root) / saved(dense_root)},
+    }
+
+
+def workloads(runs):
+    slow = max(3, runs // 2)
+
+    def on_big(method):
+        return lambda: {"seconds": median_time(lambda: holder(big_tensor()), method, slow)}
+
+    def remove_run():
+        def setup():
+            m = holder(big_tensor())
+            prune.l1_unstructured(m, "weight", amount=0.5)
+            return m
+
+        return {"seconds": median_time(setup, lambda m: prune.remove(m, "weight"), runs)}
+
+    def global_run(second_round):
+        tensors = resnet50_tensors()
+
+        def setup():
+            root, params = module_tree(tensors)
+            if second_round:
+                prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=0.8)
+            return params
+
+        amount = 0.5 if second_round else 0.8
+
+        def run(params):
+            prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=amount)
+
+        return {"seconds": median_time(setup, run, slow)}
+
+    return {
+        "l1_unstructured_4096": on_big(lambda m: prune.l1_unstructured(m, "weight", amount=0.5)),
+        "random_unstructured_4096": on_big(lambda m: prune.random_unstructured(m, "weight", amount=0.5)),
+        "ln_structured_4096": on_big(lambda m: prune.ln_structured(m, "weight", amount=0.5, n=2, dim=0)),
+        "remove_4096": remove_run,
+        "global_resnet50": lambda: global_run(False),
+        "global_resnet50_round2": lambda: global_run(True),
+        "tutorial_lenet": lambda: {"seconds": median_time(lambda: None, tutorial, runs * 4)},
+        "mlp_eval_overhead": lambda: mlp_overhead(False, runs * 6),
+        "mlp_train_overhead": lambda: mlp_overhead(True, runs * 4),
+        "state_bytes": lambda: state_bytes(runs),
+    }
+
+
+def main():
+    runs = int(sys.argv[1])
+    wanted = sys.argv[2:]
+    results = {}
+    for name, run in workloads(runs).items():
+        if not wanted or name in wanted:
+            results[name] = run()
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

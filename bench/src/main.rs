@@ -1,0 +1,101 @@
+//! `tchprune-bench`: tchprune and PyTorch 2.11 on the same workloads, tensors and machine, in
+//! one run. Prints one table (workload, PyTorch, tchprune, ratio, target) and writes it as JSON
+//! and Markdown. A benchmark, not a test: nothing here fails on a missed target.
+
+mod huge;
+mod report;
+mod workloads;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Benchmarks tchprune against PyTorch side by side.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Timed runs per workload (the median is reported; the slowest workloads use half).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Only these workloads (ids as in the table); a partial run does not touch BENCHMARKS.md.
+    #[arg(long)]
+    only: Vec<String>,
+    /// Also prune more than 2^31 entries globally (bf16; minutes, about 12 GiB).
+    #[arg(long)]
+    huge: bool,
+    /// Where BENCHMARKS.md and bench/results.json go.
+    #[arg(long, default_value = ".")]
+    root: PathBuf,
+    /// Internal: run the >2^31-entry workload in this process and print its JSON.
+    #[arg(long, hide = true)]
+    huge_worker: bool,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.huge_worker {
+        println!("{}", huge::run()?);
+        return Ok(());
+    }
+    let ids: Vec<&str> = report::WORKLOADS
+        .iter()
+        .map(|w| w.id)
+        .filter(|id| args.only.is_empty() || args.only.iter().any(|o| o == id))
+        .collect();
+    eprintln!(
+        "PyTorch: {} workloads, {} runs each...",
+        ids.len(),
+        args.runs
+    );
+    let pytorch = pytorch_results(args.runs, &ids)?;
+    let mut ours = serde_json::Map::new();
+    for id in &ids {
+        eprintln!("tchprune: {id}...");
+        ours.insert(id.to_string(), workloads::run(id, args.runs)?);
+    }
+    let huge = if args.huge {
+        eprintln!("tchprune: global pruning of more than 2^31 entries (in a child process)...");
+        Some(huge::run_in_child()?)
+    } else {
+        None
+    };
+    let machine = report::machine(&pytorch_version()?);
+    let rows = report::rows(&pytorch, &Value::Object(ours), huge.as_ref());
+    println!("{}", report::table(&rows));
+    let full = args.only.is_empty();
+    report::write(&args.root, &rows, &machine, full)?;
+    Ok(())
+}
+
+fn python() -> Result<PathBuf> {
+    std::env::var_os("TCHPRUNE_PYTHON")
+        .map(PathBuf::from)
+        .context("TCHPRUNE_PYTHON is not set: run scripts/bootstrap.sh (scripts/bench.sh does)")
+}
+
+fn pytorch_results(runs: usize, ids: &[&str]) -> Result<Value> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/pytorch_bench.py");
+    let output = Command::new(python()?)
+        .arg(script)
+        .arg(runs.to_string())
+        .args(ids)
+        .output()
+        .context("running the PyTorch side")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "the PyTorch side failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
+fn pytorch_version() -> Result<String> {
+    let output = Command::new(python()?)
+        .args([
+            "-c",
+            "import torch; print(torch.__version__, torch.get_num_threads())",
+        ])
+        .output()?;
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}

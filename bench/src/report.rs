@@ -1,0 +1,287 @@
+//! The table: which workloads, their targets, and how the results are shown and written.
+
+use anyhow::Result;
+use serde_json::{json, Value};
+use std::fmt::Write;
+use std::path::Path;
+
+/// How a workload's numbers compare.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Compare {
+    /// Seconds on both sides; the ratio is tchprune / PyTorch.
+    Time,
+    /// Each library against itself (pruned / unpruned); the target is on tchprune's.
+    SelfRatio,
+}
+
+/// One workload of the table.
+pub struct Workload {
+    pub id: &'static str,
+    pub label: &'static str,
+    pub compare: Compare,
+    pub target: f64,
+}
+
+pub const WORKLOADS: &[Workload] = &[
+    Workload {
+        id: "l1_unstructured_4096",
+        label: "l1_unstructured, 4096x4096 f32, amount 0.5",
+        compare: Compare::Time,
+        target: 0.2,
+    },
+    Workload {
+        id: "random_unstructured_4096",
+        label: "random_unstructured, 4096x4096 f32, amount 0.5",
+        compare: Compare::Time,
+        target: 0.2,
+    },
+    Workload {
+        id: "ln_structured_4096",
+        label: "ln_structured n=2 dim=0, 4096x4096 f32",
+        compare: Compare::Time,
+        target: 1.0,
+    },
+    Workload {
+        id: "remove_4096",
+        label: "remove, 4096x4096 f32",
+        compare: Compare::Time,
+        target: 1.0,
+    },
+    Workload {
+        id: "global_resnet50",
+        label: "global_unstructured L1 0.8, ResNet-50 conv/linear weights (25.5M)",
+        compare: Compare::Time,
+        target: 0.2,
+    },
+    Workload {
+        id: "global_resnet50_round2",
+        label: "global_unstructured L1 0.5 on top (second round)",
+        compare: Compare::Time,
+        target: 0.2,
+    },
+    Workload {
+        id: "tutorial_lenet",
+        label: "the seed tutorial's pruning sequence on LeNet",
+        compare: Compare::Time,
+        target: 0.5,
+    },
+    Workload {
+        id: "mlp_eval_overhead",
+        label: "eval forward, MLP 3x2048 batch 64: 90% pruned / unpruned",
+        compare: Compare::SelfRatio,
+        target: 1.05,
+    },
+    Workload {
+        id: "mlp_train_overhead",
+        label: "training step, same MLP: 90% pruned / unpruned",
+        compare: Compare::SelfRatio,
+        target: 1.15,
+    },
+    Workload {
+        id: "state_bytes",
+        label: "pruned / unpruned state bytes, ResNet-50 at 80%",
+        compare: Compare::SelfRatio,
+        target: 1.3,
+    },
+];
+
+/// A line of the table.
+#[derive(Debug)]
+pub struct Row {
+    pub workload: String,
+    pub pytorch: String,
+    pub tchprune: String,
+    pub ratio: Option<f64>,
+    pub target: String,
+    pub met: Option<bool>,
+}
+
+fn seconds(v: f64) -> String {
+    if v < 1.0 {
+        format!("{:.1} ms", v * 1e3)
+    } else {
+        format!("{v:.2} s")
+    }
+}
+
+/// A library's pruned / unpruned ratio, with the two timings when there are some.
+fn self_ratio(result: &Value) -> String {
+    let ratio = result["ratio"].as_f64().unwrap_or(f64::NAN);
+    match (
+        result["dense_seconds"].as_f64(),
+        result["pruned_seconds"].as_f64(),
+    ) {
+        (Some(dense), Some(pruned)) => {
+            format!("{ratio:.2}x ({} / {})", seconds(pruned), seconds(dense))
+        }
+        _ => format!("{ratio:.2}x"),
+    }
+}
+
+/// The rows from both sides' JSON results.
+pub fn rows(pytorch: &Value, ours: &Value, huge: Option<&Value>) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for w in WORKLOADS {
+        let (Some(theirs), Some(mine)) = (pytorch.get(w.id), ours.get(w.id)) else {
+            continue;
+        };
+        let mut push = |label: String, theirs: &Value, mine: &Value| {
+            let (pytorch, tchprune, ratio) = match w.compare {
+                Compare::Time => {
+                    let (a, b) = (
+                        theirs["seconds"].as_f64().unwrap_or(f64::NAN),
+                        mine["seconds"].as_f64().unwrap_or(f64::NAN),
+                    );
+                    (seconds(a), seconds(b), b / a)
+                }
+                Compare::SelfRatio => {
+                    let ours = mine["ratio"].as_f64().unwrap_or(f64::NAN);
+                    (self_ratio(theirs), self_ratio(mine), ours)
+                }
+            };
+            rows.push(Row {
+                workload: label,
+                pytorch,
+                tchprune,
+                ratio: Some(ratio),
+                target: format!("<= {}", w.target),
+                met: Some(ratio <= w.target),
+            });
+        };
+        if w.id == "state_bytes" {
+            for place in ["memory", "disk"] {
+                push(
+                    format!("{} ({place})", w.label),
+                    &theirs[place],
+                    &mine[place],
+                );
+            }
+        } else {
+            push(w.label.to_owned(), theirs, mine);
+        }
+    }
+    if let Some(huge) = huge {
+        let peak = huge["peak_rss_bytes"].as_f64().unwrap_or(f64::NAN) / (1u64 << 30) as f64;
+        rows.push(Row {
+            workload: format!(
+                "global L1 {} over {} bf16 entries (> 2^31)",
+                huge["amount"], huge["entries"]
+            ),
+            pytorch: "cannot".to_owned(),
+            tchprune: format!(
+                "{}, peak {peak:.1} GiB",
+                seconds(huge["seconds"].as_f64().unwrap_or(f64::NAN))
+            ),
+            ratio: None,
+            target: "works, < 24 GiB".to_owned(),
+            met: Some(peak < 24.0),
+        });
+    }
+    rows
+}
+
+/// The table as Markdown (which also reads well in a terminal).
+pub fn table(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| workload | PyTorch | tchprune | ratio | target | met |\n|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let ratio = r
+            .ratio
+            .map(|x| format!("{x:.3}"))
+            .unwrap_or_else(|| "-".to_owned());
+        let met = match r.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "-",
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {ratio} | {} | {met} |",
+            r.workload, r.pytorch, r.tchprune, r.target
+        );
+    }
+    out
+}
+
+/// What the numbers were measured on.
+pub fn machine(torch: &str) -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines().next().map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse::<f64>()
+                    .unwrap_or(0.0)
+                    / (1u64 << 20) as f64
+            })
+        })
+        .unwrap_or(0.0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    format!("{cpu}, {cores} cores, {memory:.0} GiB; PyTorch (version, threads): {torch}; libtorch for tchprune: the same wheel")
+}
+
+/// Writes `bench/results.json` and, for a full run, `BENCHMARKS.md`, under `root`.
+pub fn write(root: &Path, rows: &[Row], machine: &str, full: bool) -> Result<()> {
+    let date = std::process::Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d %H:%M UTC")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let json = json!({
+        "date": date,
+        "machine": machine,
+        "rows": rows.iter().map(|r| json!({
+            "workload": r.workload, "pytorch": r.pytorch, "tchprune": r.tchprune,
+            "ratio": r.ratio, "target": r.target, "met": r.met,
+        })).collect::<Vec<_>>(),
+    });
+    let dir = root.join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let json_path = if full {
+        root.join("bench/results.json")
+    } else {
+        dir.join("results.json")
+    };
+    tchprune::checkpoint::write_atomically(&json_path, |tmp| {
+        std::fs::write(tmp, serde_json::to_string_pretty(&json).expect("JSON")).map_err(|source| {
+            tchprune::PruneError::Io {
+                path: tmp.display().to_string(),
+                source,
+            }
+        })
+    })?;
+    let markdown = format!(
+        "# Benchmarks: tchprune vs PyTorch, same run, same machine\n\n\
+         Last full run: {date}, on {machine}.\n\
+         Produced by `./scripts/bench.sh` (medians of several runs; ratio = tchprune / PyTorch for \
+         times, each library's pruned / unpruned for overheads and sizes).\n\n{}\n",
+        table(rows)
+    );
+    let md_path = if full {
+        root.join("BENCHMARKS.md")
+    } else {
+        dir.join("BENCHMARKS.md")
+    };
+    tchprune::checkpoint::write_atomically(&md_path, |tmp| {
+        std::fs::write(tmp, &markdown).map_err(|source| tchprune::PruneError::Io {
+            path: tmp.display().to_string(),
+            source,
+        })
+    })?;
+    eprintln!("wrote {} and {}", json_path.display(), md_path.display());
+    Ok(())
+}
