@@ -36,6 +36,20 @@ fn tchprunes_checkpoints_load_into_pytorch_with_pytorchs_outputs() {
     );
     let run = common::tchprune_in(
         dir.path(),
+        &[
+            "apply",
+            "lenet.safetensors",
+            "--plan",
+            "plan.json",
+            "-o",
+            "pruned_bool.safetensors",
+            "--mask-dtype",
+            "bool",
+        ],
+    );
+    assert!(run.success, "{}", run.stderr);
+    let run = common::tchprune_in(
+        dir.path(),
         &["finalize", "pruned.safetensors", "-o", "final.safetensors"],
     );
     assert!(run.success, "{}", run.stderr);
@@ -45,7 +59,8 @@ fn tchprunes_checkpoints_load_into_pytorch_with_pytorchs_outputs() {
             .unwrap();
     assert_eq!(
         result,
-        json!({"pruned_outputs_equal": true, "final_outputs_equal": true, "pruned_masks_equal": true})
+        json!({"pruned_outputs_equal": true, "final_outputs_equal": true,
+               "bool_mask_outputs_equal": true, "pruned_masks_equal": true})
     );
 }
 

@@ -2,8 +2,9 @@
 
 Usage:
   interop.py make DIR          LeNet's state_dict (lenet.safetensors) and an input (x.safetensors)
-  interop.py load DIR          loads tchprune's outputs into PyTorch models: pruned.safetensors into
-                               a LeNet whose pruned tensors were prune.identity'd, final.safetensors
+  interop.py load DIR          loads tchprune's outputs into PyTorch models: pruned.safetensors (and
+                               pruned_bool.safetensors, masks as bool) into a LeNet whose pruned
+                               tensors were prune.identity'd, final.safetensors
                                into a plain LeNet; writes load.json: whether their outputs equal
                                PyTorch's own pruning of lenet.safetensors by plan.json
   interop.py prune DIR         prunes lenet.safetensors by first.json (torch_pruned.safetensors),
@@ -75,13 +76,18 @@ def load(d):
     run_plan(reference, os.path.join(d, "plan.json"), d)
     expected = reference(x)
 
+    def identity_pruned(state):
+        model = LeNet()
+        for key in state:
+            if key.endswith("_orig"):
+                module, name = plan_oracle.locate(model, key[: -len("_orig")])
+                prune.identity(module, name)
+        model.load_state_dict(state, strict=True)
+        return model
+
     pruned_state = load_file(os.path.join(d, "pruned.safetensors"))
-    pruned = LeNet()
-    for key in pruned_state:
-        if key.endswith("_orig"):
-            module, name = plan_oracle.locate(pruned, key[: -len("_orig")])
-            prune.identity(module, name)
-    pruned.load_state_dict(pruned_state, strict=True)
+    pruned = identity_pruned(pruned_state)
+    bool_masks = identity_pruned(load_file(os.path.join(d, "pruned_bool.safetensors")))
 
     final = LeNet()
     final.load_state_dict(load_file(os.path.join(d, "final.safetensors")), strict=True)
@@ -89,6 +95,7 @@ def load(d):
     result = {
         "pruned_outputs_equal": torch.equal(pruned(x), expected),
         "final_outputs_equal": torch.equal(final(x), expected),
+        "bool_mask_outputs_equal": torch.equal(bool_masks(x), expected),
         "pruned_masks_equal": all(
             torch.equal(pruned_state[k], v) for k, v in state(reference).items() if k.endswith("_mask")
         ),
