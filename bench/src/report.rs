@@ -256,14 +256,7 @@ pub fn write(root: &Path, rows: &[Row], machine: &str, full: bool) -> Result<()>
     } else {
         dir.join("results.json")
     };
-    tchprune::checkpoint::write_atomically(&json_path, |tmp| {
-        std::fs::write(tmp, serde_json::to_string_pretty(&json).expect("JSON")).map_err(|source| {
-            tchprune::PruneError::Io {
-                path: tmp.display().to_string(),
-                source,
-            }
-        })
-    })?;
+    write_text(&json_path, &serde_json::to_string_pretty(&json)?)?;
     let markdown = format!(
         "# Benchmarks: tchprune vs PyTorch, same run, same machine\n\n\
          Last full run: {date}, on {machine}.\n\
@@ -276,12 +269,17 @@ pub fn write(root: &Path, rows: &[Row], machine: &str, full: bool) -> Result<()>
     } else {
         dir.join("BENCHMARKS.md")
     };
-    tchprune::checkpoint::write_atomically(&md_path, |tmp| {
-        std::fs::write(tmp, &markdown).map_err(|source| tchprune::PruneError::Io {
+    write_text(&md_path, &markdown)?;
+    eprintln!("wrote {} and {}", json_path.display(), md_path.display());
+    Ok(())
+}
+
+/// Writes `text` to `path` atomically.
+fn write_text(path: &Path, text: &str) -> Result<()> {
+    Ok(tchprune::checkpoint::write_atomically(path, |tmp| {
+        std::fs::write(tmp, text).map_err(|source| tchprune::PruneError::Io {
             path: tmp.display().to_string(),
             source,
         })
-    })?;
-    eprintln!("wrote {} and {}", json_path.display(), md_path.display());
-    Ok(())
+    })?)
 }

@@ -73,10 +73,9 @@ fn apply(
         registry.load_plugin(plugin)?;
     }
     let state = read_state(input)?;
-    let entries: usize = state
-        .module()
-        .state_dict()
-        .iter()
+    let module = state.module();
+    let entries: usize = (module.named_parameters().iter())
+        .chain(&module.named_buffers())
         .map(|(_, t)| t.numel())
         .sum();
     let bar = progress_bar(entries);
