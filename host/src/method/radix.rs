@@ -108,20 +108,19 @@ pub(crate) enum Order {
 #[inline]
 fn float_key(bits: u64, width: u32, infinity: u64, magnitude: bool) -> u64 {
     let sign = 1u64 << (width - 1);
-    let all = if width == 64 {
-        u64::MAX
-    } else {
-        (1u64 << width) - 1
-    };
+    let all = u64::MAX >> (64 - width);
     let unsigned = bits & !sign & all;
     if magnitude {
-        unsigned
-    } else if unsigned > infinity {
+        return unsigned;
+    }
+    // Branch-free, so that the scans vectorize: negative values have all their bits flipped,
+    // others only the sign bit; NaN (either sign) goes last.
+    let negative = 0u64.wrapping_sub((bits >> (width - 1)) & 1) & all;
+    let ordered = bits ^ (negative | sign);
+    if unsigned > infinity {
         all
-    } else if bits & sign != 0 {
-        !bits & all
     } else {
-        bits | sign
+        ordered
     }
 }
 
