@@ -11,6 +11,8 @@
 //! - [`prune`] has PyTorch's functions; [`PruningMethod`] is the trait to write your own method.
 //! - [`Registry`] finds methods by name and builds them from JSON arguments, built-in or loaded
 //!   from a [`plugin`].
+//! - [`checkpoint`] reads and writes safetensors state_dicts; [`plan`] prunes a checkpoint by a
+//!   declarative plan without the model's code (what the `tchprune` command runs).
 //!
 //! ```
 //! use tch::{nn, Device, Kind, Tensor};
@@ -34,6 +36,7 @@ mod error;
 pub mod layers;
 pub mod method;
 mod module;
+mod parallel;
 pub mod plan;
 pub mod plugin;
 mod product_cache;

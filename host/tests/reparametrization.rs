@@ -181,3 +181,39 @@ fn prune_tensor_applies_a_method_to_a_bare_tensor() {
         [0.0, 2.0, 3.0, 4.0, -4.0, -3.0, -2.0, 0.0]
     );
 }
+
+/// `remove` leaves `orig * mask` exactly as libtorch computes it: `-x * 0` is `-0.0`, NaN and
+/// infinities times 0 are NaN, also on tensors large enough to be split across threads.
+#[test]
+fn remove_writes_libtorchs_products_bit_for_bit() {
+    let special = Tensor::from_slice(&[
+        -1.0f32,
+        2.0,
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        3.0,
+    ]);
+    let special_mask = Tensor::from_slice(&[0.0f32, 1.0, 0.0, 0.0, 0.0, 1.0]);
+    tch::manual_seed(5);
+    let large = Tensor::randn([3 << 20], (tch::Kind::Double, tch::Device::Cpu));
+    let large_mask = Tensor::rand([3 << 20], (tch::Kind::Double, tch::Device::Cpu))
+        .ge(0.5)
+        .to_kind(tch::Kind::Double);
+    for (t, mask) in [(special, special_mask), (large, large_mask)] {
+        let expected = &t * &mask;
+        let mut m = common::module_with_weight(&t);
+        prune::custom_from_mask(&mut m, "weight", &mask).unwrap();
+        prune::remove(&mut m, "weight").unwrap();
+        let weight = m.parameter("weight").unwrap();
+        let bits = |x: &Tensor| -> Vec<u64> {
+            let x = x.to_kind(tch::Kind::Double);
+            Vec::<f64>::try_from(x.flatten(0, -1))
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect()
+        };
+        assert_eq!(bits(weight), bits(&expected));
+    }
+}

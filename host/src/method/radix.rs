@@ -8,7 +8,7 @@
 //! Everything strictly below the threshold is selected, then tied entries in index order until
 //! exactly `k` are. Callers decide what to do when ties make the choice ambiguous.
 
-use std::thread;
+use crate::parallel::{on_chunks, on_chunks_mut};
 
 /// The entries of one tensor, as stored (contiguous, on the CPU).
 #[derive(Clone, Copy, Debug)]
@@ -143,45 +143,8 @@ pub(crate) struct Threshold {
     pub tied: u64,
 }
 
-const MIN_CHUNK: usize = 1 << 20;
-
-/// Index ranges of `len` entries, one per worker thread for large inputs.
-fn chunks(len: usize) -> Vec<(usize, usize)> {
-    let threads = thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(16);
-    // At most 2^31 entries per chunk, so that per-chunk counters fit in a u32.
-    let count = (len / MIN_CHUNK)
-        .clamp(1, threads)
-        .max(len.div_ceil(1 << 31));
-    let size = len.div_ceil(count).max(1);
-    (0..len)
-        .step_by(size)
-        .map(|start| (start, (start + size).min(len)))
-        .collect()
-}
-
 /// Bits per radix digit.
 const DIGIT: u32 = 11;
-
-/// `work(start, end)` on each chunk of `0..len`, on worker threads when there are several.
-fn on_chunks<R: Send>(len: usize, work: impl Fn(usize, usize) -> R + Sync) -> Vec<R> {
-    let ranges = chunks(len);
-    if ranges.len() == 1 {
-        return vec![work(0, len)];
-    }
-    thread::scope(|scope| {
-        let work = &work;
-        let workers: Vec<_> = ranges
-            .into_iter()
-            .map(|(start, end)| scope.spawn(move || work(start, end)))
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().expect("workers do not panic"))
-            .collect()
-    })
-}
 
 /// A histogram of the `width`-bit digits at `shift` of the live keys whose higher bits equal
 /// `prefix`.
@@ -313,25 +276,7 @@ pub(crate) fn mark(
             });
             tied
         };
-        let ranges = chunks(part.values.len());
-        let ties: Vec<u64> = if ranges.len() == 1 {
-            vec![mark_chunk(0, part.values.len(), out)]
-        } else {
-            thread::scope(|scope| {
-                let mut rest: &mut [bool] = out;
-                let mut workers = Vec::new();
-                for (start, end) in ranges {
-                    let (chunk, tail) = rest.split_at_mut(end - start);
-                    rest = tail;
-                    let mark_chunk = &mark_chunk;
-                    workers.push(scope.spawn(move || mark_chunk(start, end, chunk)));
-                }
-                workers
-                    .into_iter()
-                    .map(|w| w.join().expect("workers do not panic"))
-                    .collect()
-            })
-        };
+        let ties: Vec<u64> = on_chunks_mut(out, mark_chunk);
         if remaining == 0 || ties.iter().all(|&t| t == 0) {
             continue;
         }
