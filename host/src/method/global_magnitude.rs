@@ -9,10 +9,11 @@
 //! [`EXACT_TIES_LIMIT`](super::select::EXACT_TIES_LIMIT) live entries (PyTorch's exact choice)
 //! and beyond that takes the tied entries in concatenation order.
 
-use super::radix::{self, Order, Part};
+use super::radix::{self, Order, Part, Values};
 use super::select::{cpu_values, EXACT_TIES_LIMIT};
 use crate::amount::Amount;
 use crate::error::Result;
+use crate::parallel::{chunks, on_chunks, on_chunks_mut};
 use tch::{Device, Kind, Tensor};
 
 /// Each tensor's new mask (`bool`, its shape), or `None` when this path does not apply (not
@@ -46,8 +47,18 @@ pub(crate) fn global_magnitude_masks(
                 .transpose()
         })
         .collect::<tch::Result<_>>()?;
-    let mut parts = Vec::with_capacity(scores.len());
-    for (score, alive) in scores.iter().zip(&alive) {
+    let live: Vec<i64> = alive
+        .iter()
+        .zip(&scores)
+        .map(|(mask, score)| match mask {
+            Some(mask) => mask.f_sum(Kind::Int64).and_then(|s| s.f_int64_value(&[])),
+            None => Ok(score.numel() as i64),
+        })
+        .collect::<tch::Result<_>>()?;
+    // Tensors with fewer live entries than pruned ones are ranked from a gathered copy of their
+    // live entries: one pass over the tensor instead of one per radix step.
+    let mut ranked = Vec::with_capacity(scores.len());
+    for ((score, alive), &live) in scores.iter().zip(&alive).zip(&live) {
         let Some(values) = cpu_values(score) else {
             return Ok(None);
         };
@@ -55,46 +66,145 @@ pub(crate) fn global_magnitude_masks(
             // SAFETY: a contiguous CPU bool tensor of the score's size, borrowed while `alive` lives.
             unsafe { std::slice::from_raw_parts(mask.data_ptr().cast::<bool>(), mask.numel()) }
         });
-        parts.push(Part { values, alive });
+        ranked.push(match alive {
+            Some(alive) if (live as usize) * 2 < alive.len() => {
+                Ranked::Gathered(Gathered::new(values, alive), alive)
+            }
+            _ => Ranked::InPlace(Part { values, alive }),
+        });
     }
-    let live: i64 = alive
-        .iter()
-        .zip(&scores)
-        .map(|(mask, score)| match mask {
-            Some(mask) => mask.f_sum(Kind::Int64).and_then(|s| s.f_int64_value(&[])),
-            None => Ok(score.numel() as i64),
-        })
-        .sum::<tch::Result<i64>>()?;
+    let parts: Vec<Part<'_>> = ranked.iter().flat_map(Ranked::parts).collect();
+    let live: i64 = live.iter().sum();
     let k = amount.units_to_prune(live)?;
-    let mut selected: Vec<Tensor> = scores
-        .iter()
-        .map(|s| Tensor::f_zeros(s.size(), (Kind::Bool, Device::Cpu)))
-        .collect::<tch::Result<_>>()?;
+    let mut selected: Vec<Vec<bool>> = parts.iter().map(|p| vec![false; p.values.len()]).collect();
     if k > 0 {
         let threshold = radix::kth_smallest(&parts, k as u64, Order::Magnitude);
         let missing = k as u64 - threshold.below;
         if missing < threshold.tied && live <= EXACT_TIES_LIMIT {
             return Ok(None);
         }
-        let mut flags: Vec<&mut [bool]> = selected
-            .iter_mut()
-            .map(|t| {
-                // SAFETY: fresh contiguous CPU bool tensors, each written only through this slice.
-                unsafe { std::slice::from_raw_parts_mut(t.data_ptr().cast::<bool>(), t.numel()) }
-            })
-            .collect();
+        let mut flags: Vec<&mut [bool]> = selected.iter_mut().map(Vec::as_mut_slice).collect();
         radix::mark(&parts, threshold, missing, Order::Magnitude, &mut flags);
     }
-    selected
+    let mut selected = selected.into_iter();
+    ranked
         .iter()
-        .zip(&alive)
-        .map(|(selected, alive)| {
-            let kept = selected.f_logical_not()?;
-            Ok(match alive {
-                Some(alive) => kept.f_logical_and(alive)?,
-                None => kept,
-            })
+        .zip(&scores)
+        .map(|(ranked, score)| {
+            let mask = Tensor::f_zeros(score.size(), (Kind::Bool, Device::Cpu))?;
+            // SAFETY: a fresh contiguous CPU bool tensor, written only through this slice.
+            let out = unsafe {
+                std::slice::from_raw_parts_mut(mask.data_ptr().cast::<bool>(), mask.numel())
+            };
+            ranked.write_kept(&mut selected, out);
+            Ok(mask)
         })
         .collect::<Result<Vec<_>>>()
         .map(Some)
+}
+
+/// How one tensor is ranked.
+enum Ranked<'a> {
+    /// Every entry where it lies (dead entries skipped by the radix passes).
+    InPlace(Part<'a>),
+    /// Its live entries, gathered; with its mask.
+    Gathered(Gathered, &'a [bool]),
+}
+
+impl Ranked<'_> {
+    fn parts(&self) -> Vec<Part<'_>> {
+        match self {
+            Ranked::InPlace(part) => vec![*part],
+            Ranked::Gathered(gathered, _) => gathered.parts(),
+        }
+    }
+
+    /// Writes the tensor's new mask into `out` from the selection flags of its parts, taken
+    /// from `selected` in order.
+    fn write_kept(&self, selected: &mut impl Iterator<Item = Vec<bool>>, out: &mut [bool]) {
+        match self {
+            Ranked::InPlace(part) => {
+                let flags = selected.next().expect("one flag vector per part");
+                on_chunks_mut(out, |start, _, chunk| {
+                    for (offset, kept) in chunk.iter_mut().enumerate() {
+                        let i = start + offset;
+                        *kept = !flags[i] & part.alive.map_or(true, |alive| alive[i]);
+                    }
+                });
+            }
+            Ranked::Gathered(gathered, alive) => {
+                let flags: Vec<Vec<bool>> = selected.take(gathered.ranges.len()).collect();
+                let ranges = &gathered.ranges;
+                on_chunks_mut(out, |start, end, chunk| {
+                    let index = ranges
+                        .iter()
+                        .position(|r| *r == (start, end))
+                        .expect("same chunks");
+                    let flags = &flags[index];
+                    // Branch-free: every entry reads the flag of the next live one (a dead
+                    // entry's read is discarded), and the cursor moves on live entries only.
+                    let mut next = 0usize;
+                    for (kept, &was_alive) in chunk.iter_mut().zip(&alive[start..end]) {
+                        let selected = flags.get(next).copied().unwrap_or(true);
+                        *kept = was_alive & !selected;
+                        next += usize::from(was_alive);
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// The live entries of a tensor, gathered chunk by chunk (the chunks `on_chunks` uses).
+struct Gathered {
+    ranges: Vec<(usize, usize)>,
+    values: GatheredValues,
+}
+
+enum GatheredValues {
+    F32(Vec<Vec<f32>>),
+    F64(Vec<Vec<f64>>),
+    F16(Vec<Vec<u16>>),
+    BF16(Vec<Vec<u16>>),
+}
+
+fn gather<T: Copy + Default + Send + Sync>(values: &[T], alive: &[bool]) -> Vec<Vec<T>> {
+    on_chunks(values.len(), |start, end| {
+        // Branch-free: write every entry, advance only past live ones.
+        let mut out = vec![T::default(); end - start + 1];
+        let mut next = 0usize;
+        for (&x, &live) in values[start..end].iter().zip(&alive[start..end]) {
+            out[next] = x;
+            next += usize::from(live);
+        }
+        out.truncate(next);
+        out.shrink_to_fit();
+        out
+    })
+}
+
+impl Gathered {
+    fn new(values: Values<'_>, alive: &[bool]) -> Self {
+        let ranges = chunks(alive.len());
+        let values = match values {
+            Values::F32(v) => GatheredValues::F32(gather(v, alive)),
+            Values::F64(v) => GatheredValues::F64(gather(v, alive)),
+            Values::F16(v) => GatheredValues::F16(gather(v, alive)),
+            Values::BF16(v) => GatheredValues::BF16(gather(v, alive)),
+        };
+        Self { ranges, values }
+    }
+
+    fn parts(&self) -> Vec<Part<'_>> {
+        let part = |values| Part {
+            values,
+            alive: None,
+        };
+        match &self.values {
+            GatheredValues::F32(chunks) => chunks.iter().map(|c| part(Values::F32(c))).collect(),
+            GatheredValues::F64(chunks) => chunks.iter().map(|c| part(Values::F64(c))).collect(),
+            GatheredValues::F16(chunks) => chunks.iter().map(|c| part(Values::F16(c))).collect(),
+            GatheredValues::BF16(chunks) => chunks.iter().map(|c| part(Values::BF16(c))).collect(),
+        }
+    }
 }

@@ -22,7 +22,7 @@ pub(crate) enum Values<'a> {
 }
 
 impl Values<'_> {
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self {
             Values::F32(v) => v.len(),
             Values::F64(v) => v.len(),
