@@ -3,8 +3,9 @@
 //! PyTorch's `global_unstructured` concatenates every tensor's scores and masks into one
 //! vector and runs `topk` on it: three copies of the whole set and a sort, and no way past 2^31
 //! entries. For L1 on CPU float tensors tchprune instead finds the global threshold by radix
-//! select over the tensors where they lie, reading only the live entries, and writes each
-//! tensor's new mask directly. The result is PyTorch's for distinct magnitudes; where ties make
+//! select over the tensors where they lie, reading only the live entries (mostly pruned tensors
+//! have them gathered once, so the later passes read nothing else), and writes each tensor's new
+//! mask directly. The result is PyTorch's for distinct magnitudes; where ties make
 //! the choice ambiguous it defers to the concatenating path up to
 //! [`EXACT_TIES_LIMIT`](super::select::EXACT_TIES_LIMIT) live entries (PyTorch's exact choice)
 //! and beyond that takes the tied entries in concatenation order.
