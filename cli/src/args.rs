@@ -23,7 +23,7 @@ pub enum Command {
         /// Where to write the pruned state_dict (atomically).
         #[arg(long, short)]
         output: PathBuf,
-        /// A plugin file with more methods; repeat for several.
+        /// A plugin file (or a directory of them) with more methods; repeat for several.
         #[arg(long = "plugin", value_name = "PATH")]
         plugins: Vec<PathBuf>,
         /// The dtype of the written masks: the parameter's (PyTorch loads it as is) or bool.
@@ -40,7 +40,7 @@ pub enum Command {
     },
     /// The pruning methods available: name, PRUNING_TYPE, origin.
     Methods {
-        /// A plugin file whose methods to list too; repeat for several.
+        /// A plugin file (or a directory of them) whose methods to list too; repeat for several.
         #[arg(long = "plugin", value_name = "PATH")]
         plugins: Vec<PathBuf>,
     },

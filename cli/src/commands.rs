@@ -31,10 +31,20 @@ pub fn run(command: Command) -> Result<()> {
 
 fn registry_with(plugins: &[PathBuf]) -> Result<Registry> {
     let mut registry = Registry::with_builtins();
-    for plugin in plugins {
-        registry.load_plugin(plugin)?;
-    }
+    load_plugins(&mut registry, plugins)?;
     Ok(registry)
+}
+
+/// Loads each plugin file, or every plugin of each directory.
+fn load_plugins(registry: &mut Registry, plugins: &[PathBuf]) -> Result<()> {
+    for plugin in plugins {
+        if plugin.is_dir() {
+            registry.load_plugin_dir(plugin)?;
+        } else {
+            registry.load_plugin(plugin)?;
+        }
+    }
+    Ok(())
 }
 
 /// Refuses to write over the input: outputs never replace inputs.
@@ -69,9 +79,7 @@ fn apply(
     check_distinct(input, output)?;
     let plan = Plan::from_file(plan_path)?;
     let mut registry = registry_with(plugins)?;
-    for plugin in &plan.plugins {
-        registry.load_plugin(plugin)?;
-    }
+    load_plugins(&mut registry, &plan.plugins)?;
     let state = read_state(input)?;
     let module = state.module();
     let entries: usize = (module.named_parameters().iter())

@@ -119,6 +119,22 @@ fn methods_lists_builtins_and_plugins_with_their_origin() {
     assert!(
         foobar_line.contains("unstructured") && foobar_line.contains("libtchprune_plugin_foobar")
     );
+
+    // A directory of plugins loads all of them.
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    for file in [&nm, &foobar] {
+        std::fs::copy(file, plugins.join(file.file_name().unwrap())).unwrap();
+    }
+    let from_dir = common::tchprune_in(dir.path(), &["methods", "--plugin", "plugins"]);
+    assert!(from_dir.success, "{}", from_dir.stderr);
+    let listed = |name: &str| {
+        from_dir
+            .stdout
+            .lines()
+            .any(|l| l.starts_with(name) && l.contains("plugin plugins/"))
+    };
+    assert!(listed("nm ") && listed("foobar "), "{}", from_dir.stdout);
 }
 
 #[test]
