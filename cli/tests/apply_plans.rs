@@ -428,3 +428,37 @@ fn every_input_tensor_reaches_the_output_whatever_its_dtype() {
     assert_eq!(mask.kind(), Kind::BFloat16);
     assert_eq!(zeros(&mask), 16);
 }
+
+#[test]
+fn a_checkpoint_with_bool_masks_keeps_pruning() {
+    let first =
+        json!({"steps": [{"method": "l1_unstructured", "params": ["fc1.weight"], "amount": 0.5}]});
+    let (dir, run) = apply_to_lenet(&first, &["--mask-dtype", "bool"]);
+    assert_ok(&run);
+    let second =
+        json!({"steps": [{"method": "l1_unstructured", "params": ["fc1.weight"], "amount": 0.5}]});
+    common::write_plan(dir.path(), &second);
+    let run = common::tchprune_in(
+        dir.path(),
+        &[
+            "apply",
+            "out.safetensors",
+            "--plan",
+            "plan.json",
+            "-o",
+            "again.safetensors",
+        ],
+    );
+    assert_ok(&run);
+    let mask = tensor(&dir.path().join("again.safetensors"), "fc1.weight_mask");
+    assert_eq!(
+        mask.kind(),
+        Kind::Float,
+        "back in the parameter's dtype by default"
+    );
+    assert_eq!(
+        zeros(&mask),
+        36_000,
+        "half of the remaining half pruned on top"
+    );
+}
