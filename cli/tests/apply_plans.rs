@@ -112,16 +112,12 @@ fn scores_and_masks_come_from_side_files_relative_to_the_plan() {
         {"method": "custom_from_mask", "params": ["fc2.bias"], "mask_file": "masks.safetensors"},
     ]});
     common::write_plan(&dir.path().join("plans"), &plan);
-    let run = common::tchprune_in(
+    let run = common::apply(
         dir.path(),
-        &[
-            "apply",
-            "lenet.safetensors",
-            "--plan",
-            "plans/plan.json",
-            "-o",
-            "out.safetensors",
-        ],
+        "lenet.safetensors",
+        "plans/plan.json",
+        "out.safetensors",
+        &[],
     );
     assert_ok(&run);
     let output = dir.path().join("out.safetensors");
@@ -227,16 +223,12 @@ fn pruning_across_two_runs_equals_one_run_and_keeps_the_history() {
     let (dir, run) = apply_to_lenet(&first, &[]);
     assert_ok(&run);
     common::write_plan(dir.path(), &second);
-    let run = common::tchprune_in(
+    let run = common::apply(
         dir.path(),
-        &[
-            "apply",
-            "out.safetensors",
-            "--plan",
-            "plan.json",
-            "-o",
-            "twice.safetensors",
-        ],
+        "out.safetensors",
+        "plan.json",
+        "twice.safetensors",
+        &[],
     );
     assert_ok(&run);
     let (once, run) = apply_to_lenet(&both, &[]);
@@ -311,16 +303,12 @@ fn the_input_is_never_modified() {
         dir.path(),
         &json!({"steps": [{"method": "l1_unstructured", "params": ["*"], "amount": 0.9}]}),
     );
-    let run = common::tchprune_in(
+    let run = common::apply(
         dir.path(),
-        &[
-            "apply",
-            "lenet.safetensors",
-            "--plan",
-            "plan.json",
-            "-o",
-            "out.safetensors",
-        ],
+        "lenet.safetensors",
+        "plan.json",
+        "out.safetensors",
+        &[],
     );
     assert_ok(&run);
     assert_eq!(std::fs::read(&input).unwrap(), before);
@@ -352,18 +340,12 @@ fn plugins_from_the_command_line_and_from_the_plan() {
         {"method": "global_unstructured", "pruning_method": "foobar", "params": ["fc2.bias", "fc3.bias"]},
     ]});
     common::write_plan(dir.path(), &plan);
-    let run = common::tchprune_in(
+    let run = common::apply(
         dir.path(),
-        &[
-            "apply",
-            "lenet.safetensors",
-            "--plan",
-            "plan.json",
-            "-o",
-            "out.safetensors",
-            "--plugin",
-            foobar.to_str().unwrap(),
-        ],
+        "lenet.safetensors",
+        "plan.json",
+        "out.safetensors",
+        &["--plugin", foobar.to_str().unwrap()],
     );
     assert!(run.success, "{}", run.stderr);
     let output = dir.path().join("out.safetensors");
@@ -398,16 +380,12 @@ fn every_input_tensor_reaches_the_output_whatever_its_dtype() {
         dir.path(),
         &json!({"steps": [{"method": "l1_unstructured", "params": ["layer.weight"], "amount": 0.5}]}),
     );
-    let run = common::tchprune_in(
+    let run = common::apply(
         dir.path(),
-        &[
-            "apply",
-            "in.safetensors",
-            "--plan",
-            "plan.json",
-            "-o",
-            "out.safetensors",
-        ],
+        "in.safetensors",
+        "plan.json",
+        "out.safetensors",
+        &[],
     );
     assert_ok(&run);
     let output = dir.path().join("out.safetensors");
@@ -438,16 +416,12 @@ fn a_checkpoint_with_bool_masks_keeps_pruning() {
     let second =
         json!({"steps": [{"method": "l1_unstructured", "params": ["fc1.weight"], "amount": 0.5}]});
     common::write_plan(dir.path(), &second);
-    let run = common::tchprune_in(
+    let run = common::apply(
         dir.path(),
-        &[
-            "apply",
-            "out.safetensors",
-            "--plan",
-            "plan.json",
-            "-o",
-            "again.safetensors",
-        ],
+        "out.safetensors",
+        "plan.json",
+        "again.safetensors",
+        &[],
     );
     assert_ok(&run);
     let mask = tensor(&dir.path().join("again.safetensors"), "fc1.weight_mask");

@@ -189,17 +189,7 @@ fn random_plans_give_pytorchs_state_dicts() {
         let dir = cases.path().join(format!("case{i:03}"));
         std::fs::create_dir(&dir).unwrap();
         random_cases.push(write_case(&dir, &mut rng));
-        let run = common::tchprune_in(
-            &dir,
-            &[
-                "apply",
-                "in.safetensors",
-                "--plan",
-                "plan.json",
-                "-o",
-                "rust.safetensors",
-            ],
-        );
+        let run = common::apply(&dir, "in.safetensors", "plan.json", "rust.safetensors", &[]);
         assert_eq!(
             run.success,
             dir.join("rust.safetensors").exists(),

@@ -11,8 +11,8 @@ fn lenet_files(dir: &Path) {
     common::run_oracle("interop.py", &[Path::new("make"), dir]);
 }
 
-fn apply(dir: &Path, input: &str, plan: &str, output: &str) {
-    let run = common::tchprune_in(dir, &["apply", input, "--plan", plan, "-o", output]);
+fn apply(dir: &Path, input: &str, plan: &str, output: &str, extra: &[&str]) {
+    let run = common::apply(dir, input, plan, output, extra);
     assert!(run.success, "{}", run.stderr);
 }
 
@@ -28,35 +28,30 @@ fn tchprunes_checkpoints_load_into_pytorch_with_pytorchs_outputs() {
         {"method": "l1_unstructured", "params": ["fc1.weight"], "amount": 0.5},
     ]});
     common::write_plan(dir.path(), &plan);
+    let dir = dir.path();
     apply(
-        dir.path(),
+        dir,
         "lenet.safetensors",
         "plan.json",
         "pruned.safetensors",
+        &[],
+    );
+    let bool_masks = ["--mask-dtype", "bool"];
+    apply(
+        dir,
+        "lenet.safetensors",
+        "plan.json",
+        "pruned_bool.safetensors",
+        &bool_masks,
     );
     let run = common::tchprune_in(
-        dir.path(),
-        &[
-            "apply",
-            "lenet.safetensors",
-            "--plan",
-            "plan.json",
-            "-o",
-            "pruned_bool.safetensors",
-            "--mask-dtype",
-            "bool",
-        ],
-    );
-    assert!(run.success, "{}", run.stderr);
-    let run = common::tchprune_in(
-        dir.path(),
+        dir,
         &["finalize", "pruned.safetensors", "-o", "final.safetensors"],
     );
     assert!(run.success, "{}", run.stderr);
-    common::run_oracle("interop.py", &[Path::new("load"), dir.path()]);
+    common::run_oracle("interop.py", &[Path::new("load"), dir]);
     let result: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("load.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("load.json")).unwrap()).unwrap();
     assert_eq!(
         result,
         json!({"pruned_outputs_equal": true, "final_outputs_equal": true,
@@ -89,6 +84,7 @@ fn pytorchs_pruned_state_dicts_keep_pruning_in_tchprune_as_in_pytorch() {
         "torch_pruned.safetensors",
         "second.json",
         "ours.safetensors",
+        &[],
     );
     let ours = common::read(&dir.path().join("ours.safetensors"));
     let theirs = common::read(&dir.path().join("torch_both.safetensors"));

@@ -123,17 +123,21 @@ pub fn apply_to_lenet(plan: &serde_json::Value, extra: &[&str]) -> (tempfile::Te
     let dir = tempfile::tempdir().unwrap();
     lenet_checkpoint(dir.path());
     write_plan(dir.path(), plan);
-    let mut args = vec![
-        "apply",
+    let run = apply(
+        dir.path(),
         "lenet.safetensors",
-        "--plan",
         "plan.json",
-        "-o",
         "out.safetensors",
-    ];
-    args.extend_from_slice(extra);
-    let run = tchprune_in(dir.path(), &args);
+        extra,
+    );
     (dir, run)
+}
+
+/// Runs `tchprune apply INPUT --plan PLAN -o OUTPUT EXTRA...` in `dir`.
+pub fn apply(dir: &Path, input: &str, plan: &str, output: &str, extra: &[&str]) -> Run {
+    let mut args = vec!["apply", input, "--plan", plan, "-o", output];
+    args.extend_from_slice(extra);
+    tchprune_in(dir, &args)
 }
 
 /// The number of zeros of a tensor.
