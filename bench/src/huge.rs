@@ -52,16 +52,9 @@ pub fn run() -> Result<Value> {
 
 /// Runs the workload in a child process, so that its peak memory is its own.
 pub fn run_in_child() -> Result<Value> {
-    let output = std::process::Command::new(std::env::current_exe()?)
-        .arg("--huge-worker")
-        .output()
-        .context("starting the child")?;
-    anyhow::ensure!(
-        output.status.success(),
-        "the >2^31 workload failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(serde_json::from_slice(&output.stdout)?)
+    let mut child = std::process::Command::new(std::env::current_exe()?);
+    child.arg("--huge-worker");
+    crate::json_output(&mut child, "the >2^31 workload")
 }
 
 fn peak_rss() -> Result<u64> {

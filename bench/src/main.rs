@@ -76,15 +76,19 @@ fn python() -> Result<PathBuf> {
 
 fn pytorch_results(runs: usize, ids: &[&str]) -> Result<Value> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/pytorch_bench.py");
-    let output = Command::new(python()?)
-        .arg(script)
-        .arg(runs.to_string())
-        .args(ids)
+    let mut command = Command::new(python()?);
+    command.arg(script).arg(runs.to_string()).args(ids);
+    json_output(&mut command, "the PyTorch side")
+}
+
+/// Runs `command` and parses what it prints as JSON; `what` names it in errors.
+pub(crate) fn json_output(command: &mut Command, what: &str) -> Result<Value> {
+    let output = command
         .output()
-        .context("running the PyTorch side")?;
+        .with_context(|| format!("running {what}"))?;
     anyhow::ensure!(
         output.status.success(),
-        "the PyTorch side failed:\n{}",
+        "{what} failed:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
     Ok(serde_json::from_slice(&output.stdout)?)

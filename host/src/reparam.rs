@@ -211,12 +211,14 @@ pub fn global_unstructured(
             name: format!("{unknown} (has importance scores but is not listed)"),
         });
     }
+    let mut devices = Vec::with_capacity(paths.len());
     let new_masks = tch::no_grad(|| -> Result<Vec<Tensor>> {
         let mut all_scores = Vec::with_capacity(paths.len());
         let mut all_masks = Vec::with_capacity(paths.len());
         for path in paths {
             let (module_path, name) = split_tensor_path(path);
             let (tensor, mask) = stored_state(root.submodule(module_path)?, name)?;
+            devices.push(tensor.device());
             let scores = importance_scores
                 .iter()
                 .find(|(p, _)| p == path)
@@ -232,9 +234,14 @@ pub fn global_unstructured(
         concatenated_masks(method.as_ref(), &all_scores, &all_masks)
     })?;
     let mut planned = Vec::with_capacity(paths.len());
-    for (path, mask) in paths.iter().zip(new_masks) {
-        let custom: Arc<dyn PruningMethod> = Arc::new(CustomFromMask::new(&mask)?);
-        planned.push(plan_with_mask(root, path, custom, mask)?);
+    for ((path, mask), device) in paths.iter().zip(new_masks).zip(devices) {
+        let (module_path, name) = split_tensor_path(path);
+        planned.push(PlannedPruning {
+            module_path: module_path.to_owned(),
+            name: name.to_owned(),
+            method: Arc::new(CustomFromMask::new(&mask)?),
+            mask: mask.f_to_device(device)?,
+        });
     }
     for planned in planned {
         commit(root, planned);
@@ -278,24 +285,6 @@ fn concatenated_masks(
             Ok(share)
         })
         .collect()
-}
-
-/// A pruning of the tensor at `path` to `mask` (already combined with its current mask and
-/// checked), recorded as `method`.
-fn plan_with_mask(
-    root: &Module,
-    path: &str,
-    method: Arc<dyn PruningMethod>,
-    mask: Tensor,
-) -> Result<PlannedPruning> {
-    let (module_path, name) = split_tensor_path(path);
-    let (tensor, _) = stored_state(root.submodule(module_path)?, name)?;
-    Ok(PlannedPruning {
-        module_path: module_path.to_owned(),
-        name: name.to_owned(),
-        method,
-        mask: mask.f_to_device(tensor.device())?,
-    })
 }
 
 /// True when `module` or any of its sub-modules has a pruned tensor.
