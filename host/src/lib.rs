@@ -34,6 +34,7 @@ pub mod checkpoint;
 mod container;
 mod error;
 pub mod layers;
+mod mask_in_place;
 pub mod method;
 mod module;
 mod parallel;

@@ -67,3 +67,161 @@ pub(crate) fn on_chunks_mut<T: Send, R: Send>(
             .collect()
     })
 }
+
+/// A piece of work: entries `start..end` of sequence `seq`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Unit {
+    pub seq: usize,
+    pub start: usize,
+    pub end: usize,
+}
+
+impl Unit {
+    pub(crate) fn len(&self) -> usize {
+        self.end - self.start
+    }
+}
+
+/// The entries of sequences of lengths `lens`, shared out evenly among the workers: one list of
+/// units per worker, all in order (sequence by sequence, index by index), none over 2^31
+/// entries. Many small sequences (the live entries of mostly pruned tensors) then keep every
+/// core busy, which splitting each sequence on its own would not.
+pub(crate) fn balanced_units(lens: &[usize]) -> Vec<Vec<Unit>> {
+    let total: usize = lens.iter().sum();
+    let threads = thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(16);
+    let workers = (total / MIN_CHUNK).clamp(1, threads);
+    let share = total.div_ceil(workers).max(1);
+    let mut lists = vec![Vec::new(); workers];
+    let (mut worker, mut filled) = (0, 0);
+    for (seq, &len) in lens.iter().enumerate() {
+        let mut start = 0;
+        while start < len {
+            if filled == share && worker + 1 < workers {
+                worker += 1;
+                filled = 0;
+            }
+            let room = if worker + 1 < workers {
+                share - filled
+            } else {
+                usize::MAX
+            };
+            let end = start + (len - start).min(room).min(1 << 31);
+            lists[worker].push(Unit { seq, start, end });
+            filled += end - start;
+            start = end;
+        }
+    }
+    lists
+}
+
+/// `work(units)` on each worker's list from [`balanced_units`], on worker threads when there
+/// are several.
+pub(crate) fn on_units<R: Send>(lens: &[usize], work: impl Fn(&[Unit]) -> R + Sync) -> Vec<R> {
+    let lists = balanced_units(lens);
+    if lists.len() == 1 {
+        return vec![work(&lists[0])];
+    }
+    thread::scope(|scope| {
+        let work = &work;
+        let workers: Vec<_> = lists
+            .iter()
+            .map(|units| scope.spawn(move || work(units)))
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("workers do not panic"))
+            .collect()
+    })
+}
+
+/// `work(unit, &mut outs[unit.seq][unit.start..unit.end])` for every unit of
+/// [`balanced_units`] over the lengths of `outs`, on worker threads when there are several;
+/// the results come back in unit order.
+pub(crate) fn on_units_mut<T: Send, R: Send>(
+    outs: &mut [&mut [T]],
+    work: impl Fn(Unit, &mut [T]) -> R + Sync,
+) -> Vec<(Unit, R)> {
+    let lens: Vec<usize> = outs.iter().map(|o| o.len()).collect();
+    let lists = balanced_units(&lens);
+    let mut rests: Vec<&mut [T]> = outs.iter_mut().map(|o| &mut **o).collect();
+    let mut pieces: Vec<Vec<(Unit, &mut [T])>> = Vec::with_capacity(lists.len());
+    for units in &lists {
+        let mut list = Vec::with_capacity(units.len());
+        for &unit in units {
+            let rest = std::mem::take(&mut rests[unit.seq]);
+            let (piece, tail) = rest.split_at_mut(unit.len());
+            rests[unit.seq] = tail;
+            list.push((unit, piece));
+        }
+        pieces.push(list);
+    }
+    let run = |list: Vec<(Unit, &mut [T])>| -> Vec<(Unit, R)> {
+        list.into_iter()
+            .map(|(unit, piece)| (unit, work(unit, piece)))
+            .collect()
+    };
+    if pieces.len() == 1 {
+        return run(pieces.pop().expect("one list"));
+    }
+    thread::scope(|scope| {
+        let run = &run;
+        let workers: Vec<_> = pieces
+            .into_iter()
+            .map(|list| scope.spawn(move || run(list)))
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("workers do not panic"))
+            .collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn balanced_units_cover_every_entry_once_in_order() {
+        for lens in [
+            vec![],
+            vec![0, 0],
+            vec![5],
+            vec![3 << 20, 7, 0, 1 << 20, 5 << 19],
+            vec![1000; 5000],
+        ] {
+            let lists = balanced_units(&lens);
+            let units: Vec<Unit> = lists.iter().flatten().copied().collect();
+            let mut expected_next = vec![0; lens.len()];
+            let mut last_seq = 0;
+            for unit in &units {
+                assert!(unit.seq >= last_seq, "in order");
+                last_seq = unit.seq;
+                assert_eq!(unit.start, expected_next[unit.seq]);
+                assert!(unit.end > unit.start && unit.end <= lens[unit.seq]);
+                expected_next[unit.seq] = unit.end;
+            }
+            assert_eq!(expected_next, lens);
+            let total: usize = lens.iter().sum();
+            let largest = lists.iter().map(|l| l.iter().map(Unit::len).sum::<usize>());
+            assert!(largest.max().unwrap_or(0) <= total.div_ceil(lists.len()).max(1));
+        }
+    }
+
+    #[test]
+    fn on_units_mut_hands_out_disjoint_pieces() {
+        let mut a = vec![0u32; 3 << 20];
+        let mut b = vec![0u32; 5];
+        let mut outs: Vec<&mut [u32]> = vec![&mut a, &mut b];
+        let done = on_units_mut(&mut outs, |unit, piece| {
+            for (offset, x) in piece.iter_mut().enumerate() {
+                *x += (unit.start + offset) as u32;
+            }
+            piece.len()
+        });
+        assert_eq!(done.iter().map(|(_, n)| n).sum::<usize>(), (3 << 20) + 5);
+        assert!(a.iter().enumerate().all(|(i, &x)| x == i as u32));
+        assert_eq!(b, [0, 1, 2, 3, 4]);
+    }
+}

@@ -7,6 +7,7 @@
 
 use crate::container::{all_kept, combine_masks, first_mask, PruningContainer};
 use crate::error::{PruneError, Result};
+use crate::mask_in_place;
 use crate::method::global_magnitude::global_magnitude_masks;
 use crate::method::{CustomFromMask, PruningMethod, PruningType};
 use crate::module::{mask_name, orig_name, split_tensor_path, Module};
@@ -171,7 +172,7 @@ pub fn remove(module: &mut Module, path: &str) -> Result<()> {
         })?;
     let (orig, mask) = module.pruned_pair(name)?;
     let mut orig = orig.shallow_clone();
-    let _ = tch::no_grad(|| orig.f_mul_(mask))?;
+    mask_in_place::mul_mask_(&mut orig, mask)?;
     let (orig_key, mask_key) = (orig_name(name), mask_name(name));
     module.parameters_mut().retain(|(n, _)| *n != orig_key);
     module.buffers_mut().retain(|(n, _)| *n != mask_key);

@@ -114,3 +114,67 @@ fn global_pruning_of_large_tensors_matches_the_concatenated_topk() {
     let ours = Tensor::cat(&paths.map(|p| mask_of(&model, p)), 0);
     assert!(ours.equal(&expected));
 }
+
+/// Many tensors of uneven sizes, already mostly pruned (so their live entries are gathered and
+/// shared among the cores across tensor boundaries), with ties at the threshold: exactly the
+/// requested count is pruned, nothing kept is smaller than anything pruned, and the tied
+/// entries are taken in concatenation order.
+#[test]
+fn second_global_round_over_many_tensors_with_ties_takes_ties_in_order() {
+    tch::manual_seed(4);
+    let sizes: Vec<i64> = (0..40).map(|i| 20_000 + (i * 7919) % 150_000).collect();
+    let state: Vec<(String, Tensor)> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| {
+            let t = Tensor::randint_low(-500, 500, [n], (Kind::Int64, Device::Cpu));
+            (format!("layer{i}.weight"), t.to_kind(Kind::Float))
+        })
+        .collect();
+    let all = Tensor::cat(&state.iter().map(|(_, t)| t).collect::<Vec<_>>(), 0);
+    let paths: Vec<String> = state.iter().map(|(k, _)| k.clone()).collect();
+    let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+    let mut model = module_from_state_dict(state).unwrap();
+    let global = |model: &mut Module, amount| {
+        let method = Arc::new(L1Unstructured::new(amount).unwrap());
+        prune::global_unstructured(model, &paths, method, &[]).unwrap();
+    };
+    let masks = |model: &Module| {
+        Tensor::cat(
+            &paths.iter().map(|p| mask_of(model, p)).collect::<Vec<_>>(),
+            0,
+        )
+    };
+    global(&mut model, 0.6);
+    let before = masks(&model);
+    global(&mut model, 0.5);
+    let after = masks(&model);
+
+    let live = before.sum(Kind::Int64).int64_value(&[]);
+    assert!(live > 1 << 20, "beyond the ties resolved by topk");
+    let k = (live as f64 * 0.5).round_ties_even() as i64;
+    let newly_pruned = before.logical_and(&after.logical_not());
+    assert_eq!(newly_pruned.sum(Kind::Int64).int64_value(&[]), k);
+    assert!(
+        after
+            .logical_and(&before.logical_not())
+            .sum(Kind::Int64)
+            .int64_value(&[])
+            == 0
+    );
+    let magnitudes = all.abs();
+    let largest_pruned = magnitudes
+        .masked_select(&newly_pruned)
+        .max()
+        .double_value(&[]);
+    let kept = magnitudes.masked_select(&after);
+    assert!(largest_pruned <= kept.min().double_value(&[]));
+    let tied = magnitudes.eq(largest_pruned).logical_and(&before);
+    let tied_pruned_positions = Tensor::nonzero(&tied.logical_and(&newly_pruned));
+    let tied_kept_positions = Tensor::nonzero(&tied.logical_and(&after));
+    assert!(tied_pruned_positions.numel() > 0 && tied_kept_positions.numel() > 0);
+    assert!(
+        tied_pruned_positions.max().int64_value(&[]) < tied_kept_positions.min().int64_value(&[]),
+        "tied entries are taken in concatenation order"
+    );
+}

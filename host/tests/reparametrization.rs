@@ -183,7 +183,8 @@ fn prune_tensor_applies_a_method_to_a_bare_tensor() {
 }
 
 /// `remove` leaves `orig * mask` exactly as libtorch computes it: `-x * 0` is `-0.0`, NaN and
-/// infinities times 0 are NaN, also on tensors large enough to be split across threads.
+/// infinities times 0 are NaN, also on tensors large enough to be split across threads, and the
+/// write counts as an in-place operation.
 #[test]
 fn remove_writes_libtorchs_products_bit_for_bit() {
     let special = Tensor::from_slice(&[
@@ -204,8 +205,13 @@ fn remove_writes_libtorchs_products_bit_for_bit() {
         let expected = &t * &mask;
         let mut m = common::module_with_weight(&t);
         prune::custom_from_mask(&mut m, "weight", &mask).unwrap();
+        let version = m.parameter("weight_orig").unwrap().internal_version();
         prune::remove(&mut m, "weight").unwrap();
         let weight = m.parameter("weight").unwrap();
+        assert!(
+            weight.internal_version() > version,
+            "the write is an in-place operation to autograd"
+        );
         let bits = |x: &Tensor| -> Vec<u64> {
             let x = x.to_kind(tch::Kind::Double);
             Vec::<f64>::try_from(x.flatten(0, -1))

@@ -8,7 +8,7 @@
 //! Everything strictly below the threshold is selected, then tied entries in index order until
 //! exactly `k` are. Callers decide what to do when ties make the choice ambiguous.
 
-use crate::parallel::{on_chunks, on_chunks_mut};
+use crate::parallel::{on_units, on_units_mut};
 
 /// The entries of one tensor, as stored (contiguous, on the CPU).
 #[derive(Clone, Copy, Debug)]
@@ -156,35 +156,55 @@ fn histogram(
     prefix: Option<u64>,
 ) -> Vec<u64> {
     let digit_mask = (1u64 << width) - 1;
-    let mut total = vec![0u64; 1 << width];
-    for part in parts {
-        let partials: Vec<Vec<u32>> = on_chunks(part.values.len(), |start, end| {
-            // Four interleaved histograms: runs of one digit (common in the top bits of floats)
-            // would otherwise wait on the same counter.
-            let bins = 1usize << width;
-            let mut counts = vec![0u32; 4 * bins];
+    let bins = 1usize << width;
+    let partials = on_units(&lengths(parts), |units| {
+        let mut total = vec![0u64; bins];
+        // Four interleaved histograms: runs of one digit (common in the top bits of floats)
+        // would otherwise wait on the same counter. `u32` counters keep them in the L1 cache;
+        // they are added to `total` before they could overflow.
+        let mut counts = vec![0u32; 4 * bins];
+        let mut pending = 0usize;
+        let mut flush = |counts: &mut [u32]| {
+            let (a, rest) = counts.split_at(bins);
+            let (b, rest) = rest.split_at(bins);
+            let (c, d) = rest.split_at(bins);
+            for (j, sum) in total.iter_mut().enumerate() {
+                *sum += u64::from(a[j]) + u64::from(b[j]) + u64::from(c[j]) + u64::from(d[j]);
+            }
+            counts.fill(0);
+        };
+        for unit in units {
+            if pending + unit.len() > u32::MAX as usize {
+                flush(&mut counts);
+                pending = 0;
+            }
+            pending += unit.len();
+            let part = &parts[unit.seq];
             match prefix {
-                None => scan(part, start, end, order, |i, key| {
+                None => scan(part, unit.start, unit.end, order, |i, key| {
                     counts[(i & 3) * bins + ((key >> shift) & digit_mask) as usize] += 1;
                 }),
-                Some(prefix) => scan(part, start, end, order, |i, key| {
+                Some(prefix) => scan(part, unit.start, unit.end, order, |i, key| {
                     if key.checked_shr(shift + width).unwrap_or(0) == prefix {
                         counts[(i & 3) * bins + ((key >> shift) & digit_mask) as usize] += 1;
                     }
                 }),
             }
-            let (a, rest) = counts.split_at(bins);
-            let (b, rest) = rest.split_at(bins);
-            let (c, d) = rest.split_at(bins);
-            (0..bins).map(|j| a[j] + b[j] + c[j] + d[j]).collect()
-        });
-        for counts in partials {
-            for (sum, c) in total.iter_mut().zip(counts) {
-                *sum += u64::from(c);
-            }
+        }
+        flush(&mut counts);
+        total
+    });
+    let mut total = vec![0u64; bins];
+    for counts in partials {
+        for (sum, c) in total.iter_mut().zip(counts) {
+            *sum += c;
         }
     }
     total
+}
+
+fn lengths(parts: &[Part<'_>]) -> Vec<usize> {
+    parts.iter().map(|p| p.values.len()).collect()
 }
 
 /// The k-th smallest key (1 <= k <= live entries) of the live entries of `parts`.
@@ -232,19 +252,18 @@ fn finish_on_candidates(
     rank: u64,
     below_prefix: u64,
 ) -> Threshold {
-    let mut candidates: Vec<u64> = Vec::new();
-    for part in parts {
-        let found: Vec<Vec<u64>> = on_chunks(part.values.len(), |start, end| {
-            let mut found = Vec::new();
-            scan(part, start, end, order, |_, key| {
+    let found = on_units(&lengths(parts), |units| {
+        let mut found = Vec::new();
+        for unit in units {
+            scan(&parts[unit.seq], unit.start, unit.end, order, |_, key| {
                 if key.checked_shr(shift).unwrap_or(0) == prefix {
                     found.push(key);
                 }
             });
-            found
-        });
-        candidates.extend(found.into_iter().flatten());
-    }
+        }
+        found
+    });
+    let mut candidates: Vec<u64> = found.concat();
     let index = (rank - 1) as usize;
     let (smaller, &mut key, _) = candidates.select_nth_unstable(index);
     let below_in_bin = smaller.iter().filter(|&&c| c < key).count() as u64;
@@ -265,19 +284,24 @@ pub(crate) fn mark(
     order: Order,
     out: &mut [&mut [bool]],
 ) {
+    let tied_per_unit = on_units_mut(out, |unit, chunk| {
+        let mut tied = 0u64;
+        scan(&parts[unit.seq], unit.start, unit.end, order, |i, key| {
+            // SAFETY: `scan` only yields indices in the unit's range, which `chunk` covers.
+            unsafe { *chunk.get_unchecked_mut(i - unit.start) = key < threshold.key };
+            tied += u64::from(key == threshold.key);
+        });
+        tied
+    });
     let mut remaining = take_tied;
-    for (part, out) in parts.iter().zip(out.iter_mut()) {
-        let mark_chunk = |start: usize, end: usize, chunk: &mut [bool]| {
-            let mut tied = 0u64;
-            scan(part, start, end, order, |i, key| {
-                // SAFETY: `scan` only yields indices in `start..end`, the chunk's range.
-                unsafe { *chunk.get_unchecked_mut(i - start) = key < threshold.key };
-                tied += u64::from(key == threshold.key);
-            });
-            tied
-        };
-        let ties: Vec<u64> = on_chunks_mut(out, mark_chunk);
-        if remaining == 0 || ties.iter().all(|&t| t == 0) {
+    for (index, (part, out)) in parts.iter().zip(out.iter_mut()).enumerate() {
+        let has_ties = tied_per_unit
+            .iter()
+            .any(|(unit, tied)| unit.seq == index && *tied > 0);
+        if remaining == 0 {
+            break;
+        }
+        if !has_ties {
             continue;
         }
         scan(part, 0, part.values.len(), order, |i, key| {

@@ -1,0 +1,55 @@
+//! `orig *= mask` in place, for `remove`.
+//!
+//! Masks are `bool` in memory, and libtorch multiplies a float tensor by a `bool` one through
+//! its type-promoting slow path (about 27 ms for 4096x4096 f32, three times a plain float
+//! multiply). For contiguous `f32`/`f64` tensors on the CPU a plain loop does the same
+//! multiplication, by `1.0` or `0.0`, with the same IEEE results (`-0.0` for negative pruned
+//! entries, NaN for infinite or NaN ones), so the tensor stays bit for bit PyTorch's `orig *
+//! mask`. Other dtypes and devices keep libtorch's multiply.
+
+use crate::parallel;
+use tch::{Device, Kind, Tensor};
+
+/// Multiplies `orig` by the `bool` tensor `mask` (same shape) in place, without recording
+/// gradients; bumps `orig`'s version counter like any in-place operation.
+pub(crate) fn mul_mask_(orig: &mut Tensor, mask: &Tensor) -> tch::Result<()> {
+    let fast = orig.device() == Device::Cpu
+        && mask.device() == Device::Cpu
+        && mask.kind() == Kind::Bool
+        && orig.size() == mask.size()
+        && orig.is_contiguous()
+        && mask.is_contiguous()
+        && matches!(orig.kind(), Kind::Float | Kind::Double);
+    if !fast {
+        let _ = tch::no_grad(|| orig.f_mul_(mask))?;
+        return Ok(());
+    }
+    let len = orig.numel();
+    // SAFETY: both tensors are contiguous CPU tensors of `len` entries of the matched types,
+    // and `mask` is a different tensor from `orig` (bool vs float), so the slices do not overlap.
+    let keep = unsafe { std::slice::from_raw_parts(mask.data_ptr().cast::<bool>(), len) };
+    match orig.kind() {
+        Kind::Float => multiply(
+            unsafe { std::slice::from_raw_parts_mut(orig.data_ptr().cast::<f32>(), len) },
+            keep,
+            |x, k| x * f32::from(u8::from(k)),
+        ),
+        _ => multiply(
+            unsafe { std::slice::from_raw_parts_mut(orig.data_ptr().cast::<f64>(), len) },
+            keep,
+            |x, k| x * f64::from(u8::from(k)),
+        ),
+    }
+    // An in-place operation on an empty view bumps the version counter that `orig` shares, so
+    // caches keyed on it and autograd's saved-tensor checks see the write.
+    let _ = tch::no_grad(|| orig.f_flatten(0, -1)?.f_narrow(0, 0, 0)?.f_mul_scalar_(1))?;
+    Ok(())
+}
+
+fn multiply<T: Copy + Send>(values: &mut [T], keep: &[bool], times: impl Fn(T, bool) -> T + Sync) {
+    parallel::on_chunks_mut(values, |start, end, chunk| {
+        for (x, &k) in chunk.iter_mut().zip(&keep[start..end]) {
+            *x = times(*x, k);
+        }
+    });
+}
