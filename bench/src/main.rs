@@ -30,6 +30,9 @@ struct Args {
     /// Internal: run the >2^31-entry workload in this process and print its JSON.
     #[arg(long, hide = true)]
     huge_worker: bool,
+    /// Internal: run this workload in this process and print its JSON.
+    #[arg(long, hide = true)]
+    worker: Option<String>,
 }
 
 fn main() -> Result<()> {
@@ -38,21 +41,44 @@ fn main() -> Result<()> {
         println!("{}", huge::run()?);
         return Ok(());
     }
-    let ids: Vec<&str> = report::WORKLOADS
+    if let Some(id) = &args.worker {
+        println!("{}", workloads::run(id, args.runs)?);
+        return Ok(());
+    }
+    let selected: Vec<&report::Workload> = report::WORKLOADS
         .iter()
-        .map(|w| w.id)
-        .filter(|id| args.only.is_empty() || args.only.iter().any(|o| o == id))
+        .filter(|w| args.only.is_empty() || args.only.iter().any(|o| o == w.id))
         .collect();
+    let ids = |kept_memory: bool| -> Vec<&str> {
+        selected
+            .iter()
+            .filter(|w| w.kept_memory == kept_memory)
+            .map(|w| w.id)
+            .collect()
+    };
+    let (as_is, kept_memory) = (ids(false), ids(true));
     eprintln!(
         "PyTorch: {} workloads, {} runs each...",
-        ids.len(),
+        selected.len(),
         args.runs
     );
-    let pytorch = pytorch_results(args.runs, &ids)?;
+    let mut pytorch = pytorch_results(args.runs, &as_is, false)?;
+    if !kept_memory.is_empty() {
+        let tuned = pytorch_results(args.runs, &kept_memory, true)?;
+        merge(&mut pytorch, tuned);
+    }
     let mut ours = serde_json::Map::new();
-    for id in &ids {
+    for id in &as_is {
         eprintln!("tchprune: {id}...");
         ours.insert(id.to_string(), workloads::run(id, args.runs)?);
+    }
+    for id in &kept_memory {
+        eprintln!("tchprune: {id} (in a child process)...");
+        let mut child = Command::new(std::env::current_exe()?);
+        child
+            .args(["--worker", id, "--runs", &args.runs.to_string()])
+            .env(report::KEEP_FREED_MEMORY.0, report::KEEP_FREED_MEMORY.1);
+        ours.insert(id.to_string(), json_output(&mut child, id)?);
     }
     let huge = if args.huge {
         eprintln!("tchprune: global pruning of more than 2^31 entries (in a child process)...");
@@ -74,11 +100,25 @@ fn python() -> Result<PathBuf> {
         .context("TCHPRUNE_PYTHON is not set: run scripts/bootstrap.sh (scripts/bench.sh does)")
 }
 
-fn pytorch_results(runs: usize, ids: &[&str]) -> Result<Value> {
+/// The PyTorch side's results for `ids` (none when `ids` is empty), from a Python process whose
+/// malloc keeps freed memory when `kept_memory`.
+fn pytorch_results(runs: usize, ids: &[&str], kept_memory: bool) -> Result<Value> {
+    if ids.is_empty() {
+        return Ok(Value::Object(Default::default()));
+    }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/pytorch_bench.py");
     let mut command = Command::new(python()?);
     command.arg(script).arg(runs.to_string()).args(ids);
+    if kept_memory {
+        command.env(report::KEEP_FREED_MEMORY.0, report::KEEP_FREED_MEMORY.1);
+    }
     json_output(&mut command, "the PyTorch side")
+}
+
+fn merge(into: &mut Value, from: Value) {
+    if let (Value::Object(into), Value::Object(from)) = (into, from) {
+        into.extend(from);
+    }
 }
 
 /// Runs `command` and parses what it prints as JSON; `what` names it in errors.

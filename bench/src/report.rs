@@ -20,7 +20,20 @@ pub struct Workload {
     pub label: &'static str,
     pub compare: Compare,
     pub target: f64,
+    /// Run on both sides in a child process whose malloc keeps freed memory
+    /// ([`KEEP_FREED_MEMORY`]), instead of in the benchmark's processes as they are.
+    pub kept_memory: bool,
 }
+
+/// glibc's malloc settings for the `kept_memory` workloads: buffers up to 256 MiB come from the
+/// heap, and the heap is not handed back to the kernel below 1 GiB. By default glibc returns
+/// freed 16 MiB buffers to the kernel and faults them back in on the next step, and how often
+/// it does depends on the process's history, so it moves the training-step ratios of both
+/// libraries by tens of percent from run to run.
+pub const KEEP_FREED_MEMORY: (&str, &str) = (
+    "GLIBC_TUNABLES",
+    "glibc.malloc.mmap_threshold=268435456:glibc.malloc.trim_threshold=1073741824",
+);
 
 pub const WORKLOADS: &[Workload] = &[
     Workload {
@@ -28,60 +41,77 @@ pub const WORKLOADS: &[Workload] = &[
         label: "l1_unstructured, 4096x4096 f32, amount 0.5",
         compare: Compare::Time,
         target: 0.2,
+        kept_memory: false,
     },
     Workload {
         id: "random_unstructured_4096",
         label: "random_unstructured, 4096x4096 f32, amount 0.5",
         compare: Compare::Time,
         target: 0.2,
+        kept_memory: false,
     },
     Workload {
         id: "ln_structured_4096",
         label: "ln_structured n=2 dim=0, 4096x4096 f32",
         compare: Compare::Time,
         target: 1.0,
+        kept_memory: false,
     },
     Workload {
         id: "remove_4096",
         label: "remove, 4096x4096 f32",
         compare: Compare::Time,
         target: 1.0,
+        kept_memory: false,
     },
     Workload {
         id: "global_resnet50",
         label: "global_unstructured L1 0.8, ResNet-50 conv/linear weights (25.5M)",
         compare: Compare::Time,
         target: 0.2,
+        kept_memory: false,
     },
     Workload {
         id: "global_resnet50_round2",
         label: "global_unstructured L1 0.5 on top (second round)",
         compare: Compare::Time,
         target: 0.2,
+        kept_memory: false,
     },
     Workload {
         id: "tutorial_lenet",
         label: "the seed tutorial's pruning sequence on LeNet",
         compare: Compare::Time,
         target: 0.5,
+        kept_memory: false,
     },
     Workload {
         id: "mlp_eval_overhead",
         label: "eval forward, MLP 3x2048 batch 64: 90% pruned / unpruned",
         compare: Compare::SelfRatio,
         target: 1.05,
+        kept_memory: false,
     },
     Workload {
         id: "mlp_train_overhead",
         label: "training step, same MLP: 90% pruned / unpruned",
         compare: Compare::SelfRatio,
         target: 1.15,
+        kept_memory: false,
+    },
+    Workload {
+        id: "mlp_train_overhead_kept_memory",
+        label: "training step, same MLP, malloc keeping freed memory (both sides)",
+        compare: Compare::SelfRatio,
+        target: 1.15,
+        kept_memory: true,
     },
     Workload {
         id: "state_bytes",
         label: "pruned / unpruned state bytes, ResNet-50 at 80%",
         compare: Compare::SelfRatio,
         target: 1.3,
+        kept_memory: false,
     },
 ];
 
@@ -261,7 +291,12 @@ pub fn write(root: &Path, rows: &[Row], machine: &str, full: bool) -> Result<()>
         "# Benchmarks: tchprune vs PyTorch, same run, same machine\n\n\
          Last full run: {date}, on {machine}.\n\
          Produced by `./scripts/bench.sh` (medians of several runs; ratio = tchprune / PyTorch for \
-         times, each library's pruned / unpruned for overheads and sizes).\n\n{}\n",
+         times, each library's pruned / unpruned for overheads and sizes). Overheads time the \
+         pruned and the unpruned model alternately. Every row runs with glibc's default malloc, \
+         except the one that says otherwise: that workload runs on both sides in a child process \
+         with `{}={}`.\n\n{}\n",
+        KEEP_FREED_MEMORY.0,
+        KEEP_FREED_MEMORY.1,
         table(rows)
     );
     let md_path = if full {
