@@ -6,14 +6,18 @@ use std::thread;
 /// Inputs below this many entries per worker run on the calling thread.
 const MIN_CHUNK: usize = 1 << 20;
 
+/// How many workers a large input is split among: the CPU's cores, at most 16.
+fn threads() -> usize {
+    thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(16)
+}
+
 /// Index ranges covering `0..len`: one per worker for large inputs, at most 2^31 entries each
 /// (so that per-chunk counters fit in a `u32`).
 pub(crate) fn chunks(len: usize) -> Vec<(usize, usize)> {
-    let threads = thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(16);
     let count = (len / MIN_CHUNK)
-        .clamp(1, threads)
+        .clamp(1, threads())
         .max(len.div_ceil(1 << 31));
     let size = len.div_ceil(count).max(1);
     (0..len)
@@ -88,10 +92,7 @@ impl Unit {
 /// core busy, which splitting each sequence on its own would not.
 pub(crate) fn balanced_units(lens: &[usize]) -> Vec<Vec<Unit>> {
     let total: usize = lens.iter().sum();
-    let threads = thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(16);
-    let workers = (total / MIN_CHUNK).clamp(1, threads);
+    let workers = (total / MIN_CHUNK).clamp(1, threads());
     let share = total.div_ceil(workers).max(1);
     let mut lists = vec![Vec::new(); workers];
     let (mut worker, mut filled) = (0, 0);

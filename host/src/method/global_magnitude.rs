@@ -193,13 +193,14 @@ fn count_alive(alive: &[bool]) -> usize {
     count + words.remainder().iter().filter(|&&b| b != 0).count()
 }
 
-/// The live entries of `values`, chunk by chunk; `live_per_chunk` counts them.
+/// The live entries of `values`, chunk by chunk (`ranges`, the chunks of `on_chunks`);
+/// `live_per_chunk` counts them.
 fn gather<T: Copy + Default + Send + Sync>(
     values: &[T],
     alive: &[bool],
+    ranges: &[(usize, usize)],
     live_per_chunk: &[usize],
 ) -> Vec<Vec<T>> {
-    let ranges = chunks(values.len());
     on_chunks(values.len(), |start, end| {
         let index = ranges
             .iter()
@@ -222,10 +223,10 @@ impl Gathered {
     fn new(values: Values<'_>, alive: &[bool], live_per_chunk: &[usize]) -> Self {
         let ranges = chunks(alive.len());
         let values = match values {
-            Values::F32(v) => GatheredValues::F32(gather(v, alive, live_per_chunk)),
-            Values::F64(v) => GatheredValues::F64(gather(v, alive, live_per_chunk)),
-            Values::F16(v) => GatheredValues::F16(gather(v, alive, live_per_chunk)),
-            Values::BF16(v) => GatheredValues::BF16(gather(v, alive, live_per_chunk)),
+            Values::F32(v) => GatheredValues::F32(gather(v, alive, &ranges, live_per_chunk)),
+            Values::F64(v) => GatheredValues::F64(gather(v, alive, &ranges, live_per_chunk)),
+            Values::F16(v) => GatheredValues::F16(gather(v, alive, &ranges, live_per_chunk)),
+            Values::BF16(v) => GatheredValues::BF16(gather(v, alive, &ranges, live_per_chunk)),
         };
         Self { ranges, values }
     }

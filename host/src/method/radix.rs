@@ -295,12 +295,12 @@ pub(crate) fn mark(
     });
     let mut remaining = take_tied;
     for (index, (part, out)) in parts.iter().zip(out.iter_mut()).enumerate() {
-        let has_ties = tied_per_unit
-            .iter()
-            .any(|(unit, tied)| unit.seq == index && *tied > 0);
         if remaining == 0 {
             break;
         }
+        let has_ties = tied_per_unit
+            .iter()
+            .any(|(unit, tied)| unit.seq == index && *tied > 0);
         if !has_ties {
             continue;
         }
