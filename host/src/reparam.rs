@@ -156,6 +156,22 @@ pub fn apply(
     Ok(())
 }
 
+/// Prunes several distinct tensors (paths relative to `root`) as one operation: every pruning
+/// is planned and checked before the first is written, so an error leaves `root` unchanged.
+pub(crate) fn apply_all(
+    root: &mut Module,
+    prunings: Vec<(String, Arc<dyn PruningMethod>)>,
+) -> Result<()> {
+    let planned = prunings
+        .into_iter()
+        .map(|(path, method)| plan(root, &path, method, None))
+        .collect::<Result<Vec<_>>>()?;
+    for planned in planned {
+        commit(root, planned);
+    }
+    Ok(())
+}
+
 /// Makes the pruning of the tensor at `path` permanent: `name` becomes a plain parameter again,
 /// the very tensor that was `name_orig`, now holding `orig * mask`; `name_orig`, `name_mask` and
 /// the history are gone. An error if the tensor is not pruned.

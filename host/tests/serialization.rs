@@ -126,3 +126,32 @@ fn loading_a_missing_or_corrupt_file_is_a_clear_error() {
     let err = checkpoint::load(&corrupt).unwrap_err();
     assert!(err.to_string().contains("corrupt.safetensors"), "{err}");
 }
+
+/// Restoring several reparametrizations is one operation: when a later one cannot be restored
+/// (here `bias_orig` is taken by a buffer), the earlier ones are not left behind.
+#[test]
+fn a_restoration_that_fails_leaves_the_model_unpruned() {
+    let fresh_module = || {
+        tchprune::Module::new("M")
+            .with_parameter("weight", Tensor::ones([2, 3], (Kind::Float, Device::Cpu)))
+            .with_parameter("bias", Tensor::ones([2], (Kind::Float, Device::Cpu)))
+            .with_buffer("bias_orig", Tensor::zeros([2], (Kind::Float, Device::Cpu)))
+    };
+    let mut source = tchprune::Module::new("M")
+        .with_parameter("weight", Tensor::ones([2, 3], (Kind::Float, Device::Cpu)))
+        .with_parameter("bias", Tensor::ones([2], (Kind::Float, Device::Cpu)));
+    prune::random_unstructured(&mut source, "weight", 0.5).unwrap();
+    prune::random_unstructured(&mut source, "bias", 0.5).unwrap();
+    let state = source.state_dict();
+
+    let mut fresh = fresh_module();
+    let before: Vec<String> = fresh.state_dict().into_iter().map(|(k, _)| k).collect();
+    let err = checkpoint::load_state_dict(&mut fresh, &state, false).unwrap_err();
+    assert!(matches!(err, PruneError::NameTaken { .. }), "{err}");
+    let after: Vec<String> = fresh.state_dict().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(after, before);
+    assert!(!prune::is_pruned(&fresh));
+    assert!(fresh
+        .get("weight")
+        .equal(&Tensor::ones([2, 3], (Kind::Float, Device::Cpu))));
+}

@@ -2,7 +2,7 @@
 
 use crate::error::{PruneError, Result};
 use crate::method::custom::to_binary_mask;
-use crate::method::CustomFromMask;
+use crate::method::{CustomFromMask, PruningMethod};
 use crate::module::{join, mask_name, orig_name, split_tensor_path, Module};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -101,10 +101,14 @@ pub fn load_state_dict(
         }
     }
 
-    for (key, mask) in restorations {
-        let method = Arc::new(CustomFromMask::new(&mask)?);
-        crate::reparam::apply(module, &key, method, None)?;
-    }
+    let prunings = restorations
+        .into_iter()
+        .map(|(key, mask)| {
+            let method: Arc<dyn PruningMethod> = Arc::new(CustomFromMask::new(&mask)?);
+            Ok((key, method))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    crate::reparam::apply_all(module, prunings)?;
     tch::no_grad(|| module.try_for_each_mut("", &mut |prefix, sub| sub.load_own(prefix, &given)))?;
     Ok(report)
 }
