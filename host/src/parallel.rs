@@ -26,17 +26,17 @@ pub(crate) fn chunks(len: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// `work(start, end)` on each chunk of `0..len`, on worker threads when there are several.
-pub(crate) fn on_chunks<R: Send>(len: usize, work: impl Fn(usize, usize) -> R + Sync) -> Vec<R> {
-    let ranges = chunks(len);
-    if ranges.len() == 1 {
-        return vec![work(0, len)];
+/// `work(input)` for each input, in order: on the calling thread when there is one, else one
+/// scoped thread each.
+fn on_threads<I: Send, R: Send>(mut inputs: Vec<I>, work: impl Fn(I) -> R + Sync) -> Vec<R> {
+    if inputs.len() == 1 {
+        return vec![work(inputs.pop().expect("one input"))];
     }
     thread::scope(|scope| {
         let work = &work;
-        let workers: Vec<_> = ranges
+        let workers: Vec<_> = inputs
             .into_iter()
-            .map(|(start, end)| scope.spawn(move || work(start, end)))
+            .map(|input| scope.spawn(move || work(input)))
             .collect();
         workers
             .into_iter()
@@ -45,31 +45,25 @@ pub(crate) fn on_chunks<R: Send>(len: usize, work: impl Fn(usize, usize) -> R + 
     })
 }
 
+/// `work(start, end)` on each chunk of `0..len`, on worker threads when there are several.
+pub(crate) fn on_chunks<R: Send>(len: usize, work: impl Fn(usize, usize) -> R + Sync) -> Vec<R> {
+    on_threads(chunks(len), |(start, end)| work(start, end))
+}
+
 /// `work(start, end, &mut out[start..end])` on each chunk of `out`, on worker threads when
 /// there are several.
 pub(crate) fn on_chunks_mut<T: Send, R: Send>(
     out: &mut [T],
     work: impl Fn(usize, usize, &mut [T]) -> R + Sync,
 ) -> Vec<R> {
-    let len = out.len();
-    let ranges = chunks(len);
-    if ranges.len() == 1 {
-        return vec![work(0, len, out)];
+    let mut rest = out;
+    let mut pieces = Vec::new();
+    for (start, end) in chunks(rest.len()) {
+        let (chunk, tail) = std::mem::take(&mut rest).split_at_mut(end - start);
+        rest = tail;
+        pieces.push((start, end, chunk));
     }
-    thread::scope(|scope| {
-        let work = &work;
-        let mut rest = out;
-        let mut workers = Vec::with_capacity(ranges.len());
-        for (start, end) in ranges {
-            let (chunk, tail) = rest.split_at_mut(end - start);
-            rest = tail;
-            workers.push(scope.spawn(move || work(start, end, chunk)));
-        }
-        workers
-            .into_iter()
-            .map(|w| w.join().expect("workers do not panic"))
-            .collect()
-    })
+    on_threads(pieces, |(start, end, chunk)| work(start, end, chunk))
 }
 
 /// A piece of work: entries `start..end` of sequence `seq`.
@@ -120,21 +114,7 @@ pub(crate) fn balanced_units(lens: &[usize]) -> Vec<Vec<Unit>> {
 /// `work(units)` on each worker's list from [`balanced_units`], on worker threads when there
 /// are several.
 pub(crate) fn on_units<R: Send>(lens: &[usize], work: impl Fn(&[Unit]) -> R + Sync) -> Vec<R> {
-    let lists = balanced_units(lens);
-    if lists.len() == 1 {
-        return vec![work(&lists[0])];
-    }
-    thread::scope(|scope| {
-        let work = &work;
-        let workers: Vec<_> = lists
-            .iter()
-            .map(|units| scope.spawn(move || work(units)))
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().expect("workers do not panic"))
-            .collect()
-    })
+    on_threads(balanced_units(lens), |units| work(&units))
 }
 
 /// `work(unit, &mut outs[unit.seq][unit.start..unit.end])` for every unit of
@@ -145,38 +125,25 @@ pub(crate) fn on_units_mut<T: Send, R: Send>(
     work: impl Fn(Unit, &mut [T]) -> R + Sync,
 ) -> Vec<(Unit, R)> {
     let lens: Vec<usize> = outs.iter().map(|o| o.len()).collect();
-    let lists = balanced_units(&lens);
     let mut rests: Vec<&mut [T]> = outs.iter_mut().map(|o| &mut **o).collect();
-    let mut pieces: Vec<Vec<(Unit, &mut [T])>> = Vec::with_capacity(lists.len());
-    for units in &lists {
+    let mut pieces: Vec<Vec<(Unit, &mut [T])>> = Vec::new();
+    for units in balanced_units(&lens) {
         let mut list = Vec::with_capacity(units.len());
-        for &unit in units {
-            let rest = std::mem::take(&mut rests[unit.seq]);
-            let (piece, tail) = rest.split_at_mut(unit.len());
+        for unit in units {
+            let (piece, tail) = std::mem::take(&mut rests[unit.seq]).split_at_mut(unit.len());
             rests[unit.seq] = tail;
             list.push((unit, piece));
         }
         pieces.push(list);
     }
-    let run = |list: Vec<(Unit, &mut [T])>| -> Vec<(Unit, R)> {
+    on_threads(pieces, |list| {
         list.into_iter()
             .map(|(unit, piece)| (unit, work(unit, piece)))
-            .collect()
-    };
-    if pieces.len() == 1 {
-        return run(pieces.pop().expect("one list"));
-    }
-    thread::scope(|scope| {
-        let run = &run;
-        let workers: Vec<_> = pieces
-            .into_iter()
-            .map(|list| scope.spawn(move || run(list)))
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().expect("workers do not panic"))
-            .collect()
+            .collect::<Vec<_>>()
     })
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 #[cfg(test)]
