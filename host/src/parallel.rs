@@ -28,7 +28,10 @@ pub(crate) fn chunks(len: usize) -> Vec<(usize, usize)> {
 
 /// `work(input)` for each input, in order: on the calling thread when there is one, else one
 /// scoped thread each.
-fn on_threads<I: Send, R: Send>(mut inputs: Vec<I>, work: impl Fn(I) -> R + Sync) -> Vec<R> {
+pub(crate) fn on_threads<I: Send, R: Send>(
+    mut inputs: Vec<I>,
+    work: impl Fn(I) -> R + Sync,
+) -> Vec<R> {
     if inputs.len() == 1 {
         return vec![work(inputs.pop().expect("one input"))];
     }

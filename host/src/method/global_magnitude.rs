@@ -14,7 +14,7 @@ use super::radix::{self, Order, Part, Values};
 use super::select::{cpu_values, EXACT_TIES_LIMIT};
 use crate::amount::Amount;
 use crate::error::Result;
-use crate::parallel::{chunks, on_chunks, on_chunks_mut};
+use crate::parallel::{chunks, on_chunks, on_chunks_mut, on_threads};
 use tch::{Device, Kind, Tensor};
 
 /// Each tensor's new mask (`bool`, its shape), or `None` when this path does not apply (not
@@ -193,22 +193,23 @@ fn count_alive(alive: &[bool]) -> usize {
     count + words.remainder().iter().filter(|&&b| b != 0).count()
 }
 
-/// The live entries of `values`, chunk by chunk (`ranges`, the chunks of `on_chunks`);
-/// `live_per_chunk` counts them.
+/// The live entries of `values`, chunk by chunk (`ranges`, the chunks of `on_chunks`, one
+/// worker each); `live_per_chunk` counts them.
 fn gather<T: Copy + Default + Send + Sync>(
     values: &[T],
     alive: &[bool],
     ranges: &[(usize, usize)],
     live_per_chunk: &[usize],
 ) -> Vec<Vec<T>> {
-    on_chunks(values.len(), |start, end| {
-        let index = ranges
-            .iter()
-            .position(|r| *r == (start, end))
-            .expect("same chunks");
+    let inputs: Vec<_> = ranges
+        .iter()
+        .copied()
+        .zip(live_per_chunk.iter().copied())
+        .collect();
+    on_threads(inputs, |((start, end), live_count)| {
         // Branch-free: write every entry (the slot after the last live one absorbs the dead
         // ones), advance only past live ones.
-        let mut out = vec![T::default(); live_per_chunk[index] + 1];
+        let mut out = vec![T::default(); live_count + 1];
         let mut next = 0usize;
         for (&x, &live) in values[start..end].iter().zip(&alive[start..end]) {
             out[next] = x;
