@@ -169,6 +169,28 @@ def mlp_overhead(train, calls):
     return {"ratio": pruned / dense, "dense_seconds": dense, "pruned_seconds": pruned}
 
 
+def adam_overhead(calls):
+    """A training step with Adam: PyTorch's reparametrization at 90% against unpruned."""
+    x = torch.randn(64, 2048)
+    target = torch.randn(64, 2048)
+
+    def make_step(pruned):
+        model = mlp()
+        if pruned:
+            prune_mlp(model)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+        def step():
+            opt.zero_grad()
+            F.mse_loss(model(x), target).backward()
+            opt.step()
+
+        return step
+
+    dense, pruned = interleaved(make_step(False), make_step(True), calls)
+    return {"ratio": pruned / dense, "dense_seconds": dense, "pruned_seconds": pruned}
+
+
 def state_bytes(_runs):
     tensors = resnet50_tensors()
     dense_root, _ = module_tree(tensors)
@@ -229,6 +251,9 @@ def workloads(runs):
         "mlp_eval_overhead": lambda: mlp_overhead(False, runs * 6),
         "mlp_train_overhead": lambda: mlp_overhead(True, runs * 6),
         "mlp_train_overhead_kept_memory": lambda: mlp_overhead(True, runs * 6),
+        "train_step_varstore": lambda: adam_overhead(runs * 6),
+        "train_step_varstore_tch_adam": lambda: adam_overhead(runs * 6),
+        "train_step_module_adam": lambda: adam_overhead(runs * 6),
         "state_bytes": lambda: state_bytes(runs),
     }
 

@@ -1,10 +1,26 @@
 #!/usr/bin/env bash
-# Installs libtorch (the pip wheel torch==2.11.0) and the Python oracle (numpy, safetensors) into a
-# cache shared by every clone, then writes `.cargo/config.toml` so that plain `cargo build/test/run`
-# finds it. Idempotent: a second run only checks and prints what is there.
+# Installs libtorch (the pip wheel torch==2.11.0) and the Python oracles (numpy, safetensors,
+# torchvision, with torch pinned as a constraint) into a cache shared by every clone, then writes
+# `.cargo/config.toml` so that plain `cargo build/test/run` finds it. Idempotent: a second run only
+# checks and prints what is there.
+#
+#   scripts/bootstrap.sh                      # for this repository
+#   scripts/bootstrap.sh --configure DIR      # also for your own crate in DIR (see the README,
+#                                             # "Use tchprune in your crate")
 set -euo pipefail
 
+CONFIGURE=""
+case "${1:-}" in
+  "") ;;
+  --configure)
+    CONFIGURE="${2:?--configure needs the directory of your crate}"
+    [ -d "$CONFIGURE" ] || { echo "[bootstrap] --configure $CONFIGURE: no such directory" >&2; exit 1; }
+    ;;
+  *) echo "usage: $0 [--configure CRATE_DIR]" >&2; exit 2 ;;
+esac
+
 TORCH_VERSION="2.11.0"
+TORCHVISION_VERSION="0.26.0"
 CACHE_DIR="${TCHPRUNE_CACHE:-$HOME/.cache/tchprune}"
 VENV="$CACHE_DIR/venv-torch-$TORCH_VERSION"
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,10 +45,15 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 
-if ! "$VENV/bin/python" -c "import torch, numpy, safetensors, sys; sys.exit(0 if torch.__version__.split('+')[0] == '$TORCH_VERSION' else 1)" 2>/dev/null; then
-  say "installing torch==$TORCH_VERSION, numpy, safetensors into $VENV (about 4.7 GB, ~90 s)"
+# The test oracles beside torch; torch's own pin is a constraint, so none of them can upgrade it.
+ORACLES=(numpy safetensors "torchvision==$TORCHVISION_VERSION")
+if ! "$VENV/bin/python" -c "import torch, torchvision, numpy, safetensors, sys; sys.exit(0 if torch.__version__.split('+')[0] == '$TORCH_VERSION' and torchvision.__version__.split('+')[0] == '$TORCHVISION_VERSION' else 1)" 2>/dev/null; then
+  say "installing torch==$TORCH_VERSION and the test oracles (${ORACLES[*]}) into $VENV (about 4.7 GB, ~90 s)"
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet "torch==$TORCH_VERSION" numpy safetensors
+  CONSTRAINTS="$(mktemp)"
+  trap 'rm -f "$CONSTRAINTS"' EXIT
+  echo "torch==$TORCH_VERSION" >"$CONSTRAINTS"
+  "$VENV/bin/python" -m pip install --quiet -c "$CONSTRAINTS" "torch==$TORCH_VERSION" "${ORACLES[@]}"
 else
   say "torch $TORCH_VERSION already installed in $VENV"
 fi
@@ -41,18 +62,33 @@ read -r TORCH_DIR CXX11_ABI < <("$VENV/bin/python" -c 'import os, torch; print(o
 TORCH_LIB="$TORCH_DIR/lib"
 say "libtorch: $TORCH_LIB (cxx11 abi $CXX11_ABI)"
 
-# Cargo's [env] reaches build scripts (torch-sys, our rpath emitters), rustc, tests and `cargo run`.
-mkdir -p "$REPO_ROOT/.cargo"
-CONFIG="$REPO_ROOT/.cargo/config.toml"
-TMP="$CONFIG.tmp.$$"
-cat >"$TMP" <<TOML
-# Written by scripts/bootstrap.sh for this machine (not committed): where libtorch and the
-# Python oracle live.
-[env]
-LIBTORCH = "$TORCH_DIR"
-LIBTORCH_CXX11_ABI = "$CXX11_ABI"
-TCHPRUNE_TORCH_LIB = "$TORCH_LIB"
-TCHPRUNE_PYTHON = "$VENV/bin/python"
-TOML
-mv "$TMP" "$CONFIG"
-say "wrote $CONFIG"
+MARKER="# Written by tchprune's scripts/bootstrap.sh"
+
+# Writes `$1/.cargo/config.toml` with the [env] block in $2, unless the file is someone else's.
+write_config() {
+  local dir="$1" block="$2"
+  local config="$dir/.cargo/config.toml"
+  if [ -e "$config" ] && ! head -n 1 "$config" | grep -qF "$MARKER"; then
+    say "$config exists and is not ours: add these lines to it, then build again:"
+    printf '%s\n' "$block" >&2
+    exit 1
+  fi
+  mkdir -p "$dir/.cargo"
+  local tmp
+  tmp="$(mktemp "$dir/.cargo/config.toml.XXXXXX")"
+  printf '%s\n%s\n' "$MARKER for this machine (not committed): where libtorch is." "$block" >"$tmp"
+  mv "$tmp" "$config"
+  say "wrote $config"
+}
+
+# Cargo's [env] reaches build scripts (torch-sys finds libtorch through LIBTORCH), rustc, tests
+# and `cargo run`.
+LIBTORCH_ENV="[env]
+LIBTORCH = \"$TORCH_DIR\"
+LIBTORCH_CXX11_ABI = \"$CXX11_ABI\""
+
+write_config "$REPO_ROOT" "$LIBTORCH_ENV
+TCHPRUNE_PYTHON = \"$VENV/bin/python\""
+if [ -n "$CONFIGURE" ]; then
+  write_config "$(cd "$CONFIGURE" && pwd)" "$LIBTORCH_ENV"
+fi

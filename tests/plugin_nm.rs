@@ -117,9 +117,29 @@ fn a_last_dimension_that_is_not_a_multiple_of_m_is_an_error_and_changes_nothing(
     let before = common::snapshot(&model);
     let err = prune::apply(&mut model, "conv1.weight", nm(json!({})), None).unwrap_err();
     assert!(
-        matches!(err, PruneError::Plugin { ref method, .. } if method == "nm"),
+        matches!(err.innermost(), PruneError::Plugin { method, .. } if method == "nm"),
         "{err:?}"
     );
     assert!(err.to_string().contains("the last dimension (3)"), "{err}");
     assert_eq!(common::snapshot(&model), before);
+}
+
+#[test]
+fn a_plugin_prunes_tch_variables_as_it_prunes_a_module() {
+    let (vs, mut model) = common::lenet();
+    let mut copy = tch::nn::VarStore::new(Device::Cpu);
+    let _ = tchprune::layers::lenet(&copy.root());
+    copy.copy(&vs).unwrap();
+    let mut pruner = tchprune::VarStorePruner::new(&copy);
+    prune::random_unstructured(&mut model, "fc2.weight", 0.3).unwrap();
+    let earlier = common::mask(&model, "fc2.weight");
+    prune::custom_from_mask(&mut pruner, "fc2.weight", &earlier).unwrap();
+    for target in ["fc2.weight", "conv2.weight"] {
+        prune::apply(&mut model, target, nm(json!({"n": 1, "m": 3})), None).unwrap();
+        prune::apply(&mut pruner, target, nm(json!({"n": 1, "m": 3})), None).unwrap();
+        let mask = common::mask(&model, target);
+        assert!(pruner.mask(target).unwrap().equal(&mask), "{target}");
+        let variable = &copy.variables()[target];
+        assert!(variable.equal(&common::tensor(&model, target)), "{target}");
+    }
 }

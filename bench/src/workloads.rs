@@ -4,10 +4,12 @@ use anyhow::Result;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Instant;
-use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+use tch::nn::{self, Module as _, OptimizerConfig};
+use tch::{Device, Kind, Tensor};
 use tchprune::checkpoint::{self, module_from_state_dict, MaskDtype};
 use tchprune::method::L1Unstructured;
-use tchprune::{layers, prune, Module, Norm};
+use tchprune::optim::MaskedAdam;
+use tchprune::{layers, prune, Module, Norm, VarStorePruner};
 use tchprune_examples::foobar::FooBarPruningMethod;
 
 /// The median of `runs` timings of `run`, each after an untimed `setup`.
@@ -130,9 +132,33 @@ fn mlp(vs: &nn::VarStore) -> Module {
     tch::manual_seed(0);
     let root = vs.root();
     Module::new("Sequential")
-        .with_child("0", layers::linear(&(&root / "0"), 2048, 2048))
-        .with_child("2", layers::linear(&(&root / "2"), 2048, 2048))
-        .with_child("4", layers::linear(&(&root / "4"), 2048, 2048))
+        .with_child(
+            "0",
+            layers::linear(
+                &(&root / "0"),
+                2048,
+                2048,
+                layers::torch_linear_config(2048),
+            ),
+        )
+        .with_child(
+            "2",
+            layers::linear(
+                &(&root / "2"),
+                2048,
+                2048,
+                layers::torch_linear_config(2048),
+            ),
+        )
+        .with_child(
+            "4",
+            layers::linear(
+                &(&root / "4"),
+                2048,
+                2048,
+                layers::torch_linear_config(2048),
+            ),
+        )
         .with_forward(|m, xs, train| {
             let layer = |name: &str| m.child(name).expect("the MLP's layers");
             let xs = layer("0").forward_t(xs, train).relu();
@@ -143,27 +169,28 @@ fn mlp(vs: &nn::VarStore) -> Module {
 
 /// Median seconds per call of each step, the two alternating (in both orders) so that drift in
 /// the machine's speed or memory state weighs on both alike.
-fn interleaved(calls: usize, mut dense: impl FnMut(), mut pruned: impl FnMut()) -> (f64, f64) {
+fn interleaved(calls: usize, dense: impl FnMut(), pruned: impl FnMut()) -> (f64, f64) {
+    let mut steps: [Box<dyn FnMut()>; 2] = [Box::new(dense), Box::new(pruned)];
+    let times = interleaved_steps(calls, &mut steps);
+    (times[0], times[1])
+}
+
+/// Median seconds per call of each of `steps`, taken in turn, in forward then backward order.
+fn interleaved_steps(calls: usize, steps: &mut [Box<dyn FnMut() + '_>]) -> Vec<f64> {
     for _ in 0..3 {
-        dense();
-        pruned();
+        steps.iter_mut().for_each(|step| step());
     }
-    let (mut dense_times, mut pruned_times) = (Vec::new(), Vec::new());
-    let timed = |step: &mut dyn FnMut(), times: &mut Vec<f64>| {
-        let start = Instant::now();
-        step();
-        times.push(start.elapsed().as_secs_f64());
-    };
-    for i in 0..calls {
-        if i % 2 == 0 {
-            timed(&mut dense, &mut dense_times);
-            timed(&mut pruned, &mut pruned_times);
-        } else {
-            timed(&mut pruned, &mut pruned_times);
-            timed(&mut dense, &mut dense_times);
+    let mut times = vec![Vec::new(); steps.len()];
+    let mut order: Vec<usize> = (0..steps.len()).collect();
+    for _ in 0..calls {
+        for &i in &order {
+            let start = Instant::now();
+            steps[i]();
+            times[i].push(start.elapsed().as_secs_f64());
         }
+        order.reverse();
     }
-    (median(&mut dense_times), median(&mut pruned_times))
+    times.iter_mut().map(|t| median(t)).collect()
 }
 
 fn mlp_overhead(train: bool, calls: usize) -> Value {
@@ -194,6 +221,112 @@ fn mlp_overhead(train: bool, calls: usize) -> Value {
                 let _y = tch::no_grad(|| model.forward(&x));
             })
         }
+    };
+    let (dense, pruned) = interleaved(calls, make_step(false), make_step(true));
+    json!({"ratio": pruned / dense, "dense_seconds": dense, "pruned_seconds": pruned})
+}
+
+/// The MLP of the other workloads written with tch's own layers, as an application would.
+fn tch_mlp(vs: &nn::VarStore) -> nn::Sequential {
+    tch::manual_seed(0);
+    let root = vs.root();
+    let linear =
+        |name: &str| nn::linear(&root / name, 2048, 2048, layers::torch_linear_config(2048));
+    nn::seq()
+        .add(linear("0"))
+        .add_fn(|x| x.relu())
+        .add(linear("2"))
+        .add_fn(|x| x.relu())
+        .add(linear("4"))
+}
+
+/// How a training step of [`train_step_varstore`] updates the weights.
+#[derive(Clone, Copy, PartialEq)]
+enum Update {
+    /// tch's `nn::Adam` (libtorch's).
+    TchAdam,
+    /// tch's `nn::Adam`, then `VarStorePruner::step`'s masks.
+    TchAdamThenMasks,
+    /// `MaskedAdam`.
+    MaskedAdam,
+}
+
+/// A training step (forward, backward, Adam) of the MLP in tch's layers: unpruned with tch's
+/// Adam, against 90% pruned through a `VarStorePruner` with `pruned_update`. Also times the
+/// unpruned model under `MaskedAdam`, to show what fusing Adam alone gives.
+fn train_step_varstore(pruned_update: Update, calls: usize) -> Value {
+    let x = Tensor::randn([64, 2048], (Kind::Float, Device::Cpu));
+    let target = Tensor::randn([64, 2048], (Kind::Float, Device::Cpu));
+    let make_step = |pruned: bool, update: Update| -> Box<dyn FnMut()> {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = tch_mlp(&vs);
+        let mut pruner = VarStorePruner::new(&vs);
+        if pruned {
+            for layer in ["0", "2", "4"] {
+                prune::l1_unstructured(&mut pruner, &format!("{layer}.weight"), 0.9, None)
+                    .expect("prunes");
+            }
+        }
+        let (x, target) = (x.shallow_clone(), target.shallow_clone());
+        let loss =
+            move |net: &nn::Sequential| net.forward(&x).mse_loss(&target, tch::Reduction::Mean);
+        let adam = nn::Adam::default();
+        match update {
+            Update::TchAdam | Update::TchAdamThenMasks => {
+                let mut opt = adam.build(&vs, 1e-3).expect("an optimizer");
+                Box::new(move || {
+                    let loss = loss(&net);
+                    if update == Update::TchAdam {
+                        opt.backward_step(&loss);
+                    } else {
+                        pruner.backward_step(&mut opt, &loss).expect("masks apply");
+                    }
+                })
+            }
+            Update::MaskedAdam => {
+                let mut opt = MaskedAdam::new(&vs, adam, 1e-3).expect("an optimizer");
+                Box::new(move || {
+                    opt.backward_step(&pruner, &loss(&net)).expect("a step");
+                })
+            }
+        }
+    };
+    let mut steps = [
+        make_step(false, Update::TchAdam),
+        make_step(true, pruned_update),
+        make_step(false, Update::MaskedAdam),
+    ];
+    let times = interleaved_steps(calls, &mut steps);
+    json!({
+        "ratio": times[1] / times[0],
+        "dense_seconds": times[0],
+        "pruned_seconds": times[1],
+        "dense_masked_adam_seconds": times[2],
+    })
+}
+
+/// A training step with Adam of the Module path's MLP, 90% pruned (PyTorch's
+/// reparametrization) against unpruned.
+fn train_step_module_adam(calls: usize) -> Value {
+    let x = Tensor::randn([64, 2048], (Kind::Float, Device::Cpu));
+    let target = Tensor::randn([64, 2048], (Kind::Float, Device::Cpu));
+    let make_step = |pruned: bool| -> Box<dyn FnMut()> {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut model = mlp(&vs);
+        if pruned {
+            for layer in ["0", "2", "4"] {
+                prune::l1_unstructured(&mut model, &format!("{layer}.weight"), 0.9, None)
+                    .expect("prunes");
+            }
+        }
+        let (x, target) = (x.shallow_clone(), target.shallow_clone());
+        let mut opt = nn::Adam::default().build(&vs, 1e-3).expect("an optimizer");
+        Box::new(move || {
+            let loss = model
+                .forward_t(&x, true)
+                .mse_loss(&target, tch::Reduction::Mean);
+            opt.backward_step(&loss);
+        })
     };
     let (dense, pruned) = interleaved(calls, make_step(false), make_step(true));
     json!({"ratio": pruned / dense, "dense_seconds": dense, "pruned_seconds": pruned})
@@ -268,6 +401,9 @@ pub fn run(id: &str, runs: usize) -> Result<Value> {
         }
         "mlp_eval_overhead" => mlp_overhead(false, runs * 6),
         "mlp_train_overhead" | "mlp_train_overhead_kept_memory" => mlp_overhead(true, runs * 6),
+        "train_step_varstore" => train_step_varstore(Update::MaskedAdam, runs * 6),
+        "train_step_varstore_tch_adam" => train_step_varstore(Update::TchAdamThenMasks, runs * 6),
+        "train_step_module_adam" => train_step_module_adam(runs * 6),
         "state_bytes" => state_bytes()?,
         other => anyhow::bail!("unknown workload {other}"),
     })

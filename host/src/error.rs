@@ -58,34 +58,38 @@ pub enum PruneError {
     /// A mask that sets entries back to 1 that an earlier pruning had zeroed.
     #[error("{0}: the mask revives entries that were already pruned")]
     RevivedEntries(String),
-    /// No parameter of that name on the module.
-    #[error("module {module} has no parameter named '{name}'")]
+    /// No prunable tensor at that path.
+    #[error("no parameter '{path}'{hint}")]
     UnknownParameter {
-        /// The module's kind (or path).
-        module: String,
-        /// The parameter name asked for.
-        name: String,
+        /// The tensor's dotted path (`conv1.weights`).
+        path: String,
+        /// What is there instead, or where it was looked for (may be empty).
+        hint: String,
     },
     /// No sub-module at that path.
     #[error("no sub-module at path '{0}'")]
     UnknownModule(String),
     /// `remove` on a tensor that is not pruned.
-    #[error(
-        "parameter '{name}' of module {module} has to be pruned before pruning can be removed"
-    )]
+    #[error("'{path}' has to be pruned before pruning can be removed")]
     NotPruned {
-        /// The module's kind (or path).
-        module: String,
-        /// The tensor name.
-        name: String,
+        /// The tensor's dotted path.
+        path: String,
     },
-    /// A name that is already taken on the module.
-    #[error("module {module} already has an attribute named '{name}'")]
+    /// A name that is already taken.
+    #[error("'{path}' is already taken{}", in_module(module))]
     NameTaken {
-        /// The module's kind.
-        module: String,
-        /// The name.
-        name: String,
+        /// The dotted path of the name (or the bare name, when the module's path is unknown).
+        path: String,
+        /// The kind of the module that has it (`Conv2d`), if known.
+        module: Option<String>,
+    },
+    /// A method's error while pruning a tensor, with the tensor's path.
+    #[error("'{path}': {error}")]
+    OnTensor {
+        /// The tensor's dotted path.
+        path: String,
+        /// What went wrong.
+        error: Box<PruneError>,
     },
     /// A method whose PRUNING_TYPE does not fit where it is used.
     #[error("method {method} has the wrong PRUNING_TYPE: {reason}")]
@@ -218,6 +222,40 @@ pub enum PruneError {
     /// An error raised by libtorch.
     #[error("libtorch: {0}")]
     Torch(#[from] TchError),
+}
+
+impl PruneError {
+    /// This error with the dotted path of the tensor it concerns, unless it names one already.
+    pub(crate) fn at(self, path: &str) -> Self {
+        match self {
+            named @ (PruneError::OnTensor { .. }
+            | PruneError::UnknownParameter { .. }
+            | PruneError::NotPruned { .. }
+            | PruneError::NameTaken { .. }
+            | PruneError::UnknownModule(_)) => named,
+            other => PruneError::OnTensor {
+                path: path.to_owned(),
+                error: Box::new(other),
+            },
+        }
+    }
+
+    /// The error at the bottom of the context that plan steps and tensor paths add: what to
+    /// match on to know what went wrong.
+    pub fn innermost(&self) -> &PruneError {
+        match self {
+            PruneError::OnTensor { error, .. } => error.innermost(),
+            PruneError::PlanStep { error, .. } => error.innermost(),
+            other => other,
+        }
+    }
+}
+
+fn in_module(module: &Option<String>) -> String {
+    module
+        .as_ref()
+        .map(|kind| format!(" in a {kind}"))
+        .unwrap_or_default()
 }
 
 /// The library's result type.

@@ -32,11 +32,13 @@
 mod amount;
 pub mod checkpoint;
 mod container;
+mod engine;
 mod error;
 pub mod layers;
 mod mask_in_place;
 pub mod method;
 mod module;
+pub mod optim;
 mod parallel;
 pub mod plan;
 pub mod plugin;
@@ -45,10 +47,13 @@ pub mod prune;
 mod registry;
 mod reparam;
 pub mod sparsity;
+mod varstore;
 
 pub use amount::Amount;
 pub use container::PruningContainer;
 pub use error::{PruneError, Result};
 pub use method::{Norm, PruningMethod, PruningType};
 pub use module::{mask_name, orig_name, split_tensor_path, ForwardFn, Module};
+pub use prune::Prunable;
 pub use registry::{BuildFn, MethodEntry, Origin, Registered, Registry};
+pub use varstore::VarStorePruner;

@@ -40,9 +40,14 @@ pub(crate) fn mul_mask_(orig: &mut Tensor, mask: &Tensor) -> tch::Result<()> {
             |x, k| x * f64::from(u8::from(k)),
         ),
     }
-    // An in-place operation on an empty view bumps the version counter that `orig` shares, so
-    // caches keyed on it and autograd's saved-tensor checks see the write.
-    let _ = tch::no_grad(|| orig.f_flatten(0, -1)?.f_narrow(0, 0, 0)?.f_mul_scalar_(1))?;
+    bump_version(orig)
+}
+
+/// Tells libtorch that `t` was written through its data pointer: an in-place operation on an
+/// empty view bumps the version counter that `t` shares, so caches keyed on it and autograd's
+/// saved-tensor checks see the write.
+pub(crate) fn bump_version(t: &Tensor) -> tch::Result<()> {
+    let _ = tch::no_grad(|| t.f_flatten(0, -1)?.f_narrow(0, 0, 0)?.f_mul_scalar_(1))?;
     Ok(())
 }
 

@@ -99,8 +99,8 @@ impl Module {
     fn check_free(&self, name: &str) -> Result<()> {
         if self.has_attribute(name) || name.is_empty() || name.contains('.') {
             return Err(PruneError::NameTaken {
-                module: self.kind.clone(),
-                name: name.to_owned(),
+                path: name.to_owned(),
+                module: Some(self.kind.clone()),
             });
         }
         Ok(())
@@ -225,10 +225,7 @@ impl Module {
         self.parameter(name)
             .or_else(|| self.buffer(name))
             .map(Tensor::shallow_clone)
-            .ok_or_else(|| PruneError::UnknownParameter {
-                module: self.kind.clone(),
-                name: name.to_owned(),
-            })
+            .ok_or_else(|| crate::reparam::unknown_parameter(name, "", self))
     }
 
     /// [`Module::try_get`] for forward functions.
@@ -242,8 +239,7 @@ impl Module {
     /// `name_orig` and `name_mask` of a pruned tensor.
     pub(crate) fn pruned_pair(&self, name: &str) -> Result<(&Tensor, &Tensor)> {
         let not_pruned = || PruneError::NotPruned {
-            module: self.kind.clone(),
-            name: name.to_owned(),
+            path: name.to_owned(),
         };
         let orig = self.parameter(&orig_name(name)).ok_or_else(not_pruned)?;
         let mask = self.buffer(&mask_name(name)).ok_or_else(not_pruned)?;
@@ -388,9 +384,12 @@ impl fmt::Debug for Module {
     }
 }
 
-impl tch::nn::Module for Module {
-    fn forward(&self, xs: &Tensor) -> Tensor {
-        Module::forward(self, xs)
+/// `forward_t(xs, train)` through tch's trait passes the train flag on to every layer
+/// (dropout, batch norm), so a `Module` fits wherever tch takes a `ModuleT`
+/// (`xs.apply_t(&model, true)`, `nn::seq_t().add(model)`).
+impl tch::nn::ModuleT for Module {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        Module::forward_t(self, xs, train)
     }
 }
 

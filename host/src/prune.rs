@@ -18,31 +18,146 @@
 //! # Ok::<(), tchprune::PruneError>(())
 //! ```
 
-pub use crate::reparam::{apply, global_unstructured, is_pruned, remove};
-
 use crate::amount::Amount;
+use crate::engine;
 use crate::error::Result;
 use crate::method::{
-    CustomFromMask, Identity, L1Unstructured, LnStructured, Norm, RandomStructured,
+    CustomFromMask, Identity, L1Unstructured, LnStructured, Norm, PruningMethod, RandomStructured,
     RandomUnstructured,
 };
 use crate::module::Module;
 use std::sync::Arc;
 use tch::Tensor;
 
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for crate::Module {}
+    impl Sealed for crate::VarStorePruner {}
+}
+
+/// What can be pruned: a [`Module`] (PyTorch's reparametrization) or a
+/// [`VarStorePruner`](crate::VarStorePruner) (masks beside an `nn::VarStore`). Both run the same
+/// mask engine, so the same calls give the
+/// same masks; every function of this module takes either.
+pub trait Prunable: sealed::Sealed {
+    /// Prunes the tensor at `path` with `method`; see [`apply`].
+    fn prune_with(
+        &mut self,
+        path: &str,
+        method: Arc<dyn PruningMethod>,
+        importance_scores: Option<&Tensor>,
+    ) -> Result<()>;
+
+    /// Prunes the tensors at `paths` together; see [`global_unstructured`].
+    fn prune_global(
+        &mut self,
+        paths: &[&str],
+        method: Arc<dyn PruningMethod>,
+        importance_scores: &[(&str, &Tensor)],
+    ) -> Result<()>;
+
+    /// Makes the pruning of the tensor at `path` permanent; see [`remove`].
+    fn remove_pruning(&mut self, path: &str) -> Result<()>;
+
+    /// True when any tensor is pruned.
+    fn has_pruned(&self) -> bool;
+
+    /// The tensor at `path` as the model's forward pass sees it (`orig * mask` when pruned),
+    /// detached.
+    fn tensor(&self, path: &str) -> Result<Tensor>;
+}
+
+impl Prunable for Module {
+    fn prune_with(
+        &mut self,
+        path: &str,
+        method: Arc<dyn PruningMethod>,
+        importance_scores: Option<&Tensor>,
+    ) -> Result<()> {
+        engine::apply(self, path, method, importance_scores)
+    }
+
+    fn prune_global(
+        &mut self,
+        paths: &[&str],
+        method: Arc<dyn PruningMethod>,
+        importance_scores: &[(&str, &Tensor)],
+    ) -> Result<()> {
+        engine::global_unstructured(self, paths, method, importance_scores)
+    }
+
+    fn remove_pruning(&mut self, path: &str) -> Result<()> {
+        crate::reparam::remove(self, path)
+    }
+
+    fn has_pruned(&self) -> bool {
+        Module::is_pruned(self)
+    }
+
+    fn tensor(&self, path: &str) -> Result<Tensor> {
+        use crate::engine::MaskStore;
+        Ok(self.current(path)?.0.detach())
+    }
+}
+
+/// Prunes the tensor at `path` (`"weight"`, or `"conv1.weight"` from the root) with `method`:
+/// PyTorch's `BasePruningMethod.apply`.
+///
+/// The first time on a [`Module`], the parameter moves to `name_orig` (the same tensor, same
+/// storage), the buffer `name_mask` is added and `name` becomes `orig * mask` in every forward;
+/// on a [`VarStorePruner`](crate::VarStorePruner), the mask is kept beside the variable and the variable's pruned
+/// entries are set to zero. Applied again, the method only sees what is still unpruned (as its
+/// PRUNING_TYPE says) and joins the tensor's history. Scores of the tensor's shape, if given,
+/// rank the entries instead of the tensor itself. On error nothing changes.
+pub fn apply(
+    target: &mut impl Prunable,
+    path: &str,
+    method: Arc<dyn PruningMethod>,
+    importance_scores: Option<&Tensor>,
+) -> Result<()> {
+    target.prune_with(path, method, importance_scores)
+}
+
+/// Prunes the tensors at `paths` together, as one flat set of entries: PyTorch's
+/// `prune.global_unstructured`.
+///
+/// `method` must be unstructured; it sees the still unpruned entries of every listed tensor (or
+/// their importance scores, from `importance_scores` by path) at once, and each tensor then
+/// records a `custom_from_mask` with its share of the result. On error nothing changes.
+pub fn global_unstructured(
+    target: &mut impl Prunable,
+    paths: &[&str],
+    method: Arc<dyn PruningMethod>,
+    importance_scores: &[(&str, &Tensor)],
+) -> Result<()> {
+    target.prune_global(paths, method, importance_scores)
+}
+
+/// Makes the pruning of the tensor at `path` permanent (`prune.remove`): the tensor keeps
+/// `orig * mask` as a plain parameter, and its mask and history are gone. An error if the
+/// tensor is not pruned.
+pub fn remove(target: &mut impl Prunable, path: &str) -> Result<()> {
+    target.remove_pruning(path)
+}
+
+/// True when any tensor of `target` is pruned (`prune.is_pruned`).
+pub fn is_pruned(target: &impl Prunable) -> bool {
+    target.has_pruned()
+}
+
 /// Reparametrizes the tensor without pruning anything (`prune.identity`).
-pub fn identity(module: &mut Module, path: &str) -> Result<()> {
-    apply(module, path, Arc::new(Identity), None)
+pub fn identity(target: &mut impl Prunable, path: &str) -> Result<()> {
+    apply(target, path, Arc::new(Identity), None)
 }
 
 /// Prunes `amount` random entries (`prune.random_unstructured`).
 pub fn random_unstructured(
-    module: &mut Module,
+    target: &mut impl Prunable,
     path: &str,
     amount: impl Into<Amount>,
 ) -> Result<()> {
     apply(
-        module,
+        target,
         path,
         Arc::new(RandomUnstructured::new(amount)?),
         None,
@@ -52,13 +167,13 @@ pub fn random_unstructured(
 /// Prunes the `amount` entries of smallest magnitude, or of smallest `importance_scores`
 /// (`prune.l1_unstructured`).
 pub fn l1_unstructured(
-    module: &mut Module,
+    target: &mut impl Prunable,
     path: &str,
     amount: impl Into<Amount>,
     importance_scores: Option<&Tensor>,
 ) -> Result<()> {
     apply(
-        module,
+        target,
         path,
         Arc::new(L1Unstructured::new(amount)?),
         importance_scores,
@@ -67,13 +182,13 @@ pub fn l1_unstructured(
 
 /// Prunes `amount` random slices along `dim` (`prune.random_structured`).
 pub fn random_structured(
-    module: &mut Module,
+    target: &mut impl Prunable,
     path: &str,
     amount: impl Into<Amount>,
     dim: i64,
 ) -> Result<()> {
     apply(
-        module,
+        target,
         path,
         Arc::new(RandomStructured::new(amount, dim)?),
         None,
@@ -82,7 +197,7 @@ pub fn random_structured(
 
 /// Prunes the `amount` slices along `dim` of smallest `n`-norm (`prune.ln_structured`).
 pub fn ln_structured(
-    module: &mut Module,
+    target: &mut impl Prunable,
     path: &str,
     amount: impl Into<Amount>,
     n: Norm,
@@ -90,7 +205,7 @@ pub fn ln_structured(
     importance_scores: Option<&Tensor>,
 ) -> Result<()> {
     apply(
-        module,
+        target,
         path,
         Arc::new(LnStructured::new(amount, n, dim)?),
         importance_scores,
@@ -98,14 +213,14 @@ pub fn ln_structured(
 }
 
 /// Prunes where `mask` is 0, on top of the current mask (`prune.custom_from_mask`).
-pub fn custom_from_mask(module: &mut Module, path: &str, mask: &Tensor) -> Result<()> {
-    apply(module, path, Arc::new(CustomFromMask::new(mask)?), None)
+pub fn custom_from_mask(target: &mut impl Prunable, path: &str, mask: &Tensor) -> Result<()> {
+    apply(target, path, Arc::new(CustomFromMask::new(mask)?), None)
 }
 
 /// PyTorch's `method.prune(t)`: `t` times the method's mask, computed from `importance_scores`
 /// (or `t` itself), without any module.
 pub fn prune_tensor(
-    method: &dyn crate::PruningMethod,
+    method: &dyn PruningMethod,
     t: &Tensor,
     importance_scores: Option<&Tensor>,
 ) -> Result<Tensor> {

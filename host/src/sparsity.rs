@@ -1,6 +1,6 @@
 //! How much of a model is pruned: the numbers the tutorial prints.
 
-use crate::module::Module;
+use crate::prune::Prunable;
 use tch::Kind;
 
 /// The zeros of one tensor as the forward pass sees it.
@@ -25,13 +25,13 @@ impl Sparsity {
     }
 }
 
-/// The sparsity of each listed tensor (dotted paths from `root`, as the forward pass sees them),
-/// followed by the total over all of them under the name `"global"`.
-pub fn sparsity(root: &Module, paths: &[&str]) -> crate::Result<Vec<Sparsity>> {
+/// The sparsity of each listed tensor (dotted paths from the root of a [`crate::Module`], or
+/// variable names of a [`crate::VarStorePruner`], as the forward pass sees them), followed by
+/// the total over all of them under the name `"global"`.
+pub fn sparsity(root: &impl Prunable, paths: &[&str]) -> crate::Result<Vec<Sparsity>> {
     let mut rows = Vec::with_capacity(paths.len() + 1);
     for path in paths {
-        let (module_path, name) = crate::split_tensor_path(path);
-        let tensor = root.submodule(module_path)?.try_get(name)?;
+        let tensor = root.tensor(path)?;
         let zeros = tensor.f_eq(0)?.f_sum(Kind::Int64)?.f_int64_value(&[])?;
         rows.push(Sparsity {
             name: (*path).to_owned(),

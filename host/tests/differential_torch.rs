@@ -1,5 +1,7 @@
 //! Differential tests against real PyTorch: random tensors, dtypes, amounts, dims, norms, scores,
-//! iterative sequences and global pruning run through both `torch.nn.utils.prune` and tchprune.
+//! iterative sequences and global pruning run through both `torch.nn.utils.prune` and tchprune,
+//! through each of tchprune's front ends (the `Module` reparametrization and a
+//! `VarStorePruner` over tch variables).
 //!
 //! Masks must be identical. Magnitudes are drawn without ties (PyTorch leaves the choice among
 //! tied entries unspecified; `tie_breaking.rs` checks the counts there). Random methods draw the
@@ -14,9 +16,9 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
-use tch::{Device, Kind, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 use tchprune::method::CustomFromMask;
-use tchprune::{prune, Module, Registry};
+use tchprune::{prune, Module, Prunable, Registry, VarStorePruner};
 
 const CASES: usize = 240;
 
@@ -168,17 +170,74 @@ impl Generator {
     }
 }
 
-/// Runs a case through tchprune; the final masks (or an error).
+/// Where a case's tensors live on tchprune's side.
+#[derive(Clone, Copy, Debug)]
+enum Front {
+    Module,
+    VarStore,
+}
+
+/// Each tensor's final mask (all ones when never pruned) and the tensor as the forward pass
+/// sees it.
+type Outcome = Vec<(Vec<f64>, Tensor)>;
+
+/// Runs a case through tchprune's `front`; the final masks and tensors, or an error.
 fn run_case(
     case: &Case,
     inputs: &HashMap<String, Tensor>,
     registry: &Registry,
-) -> Result<Module, String> {
-    let mut root = Module::new("Root");
-    for (i, key) in case.tensors.iter().enumerate() {
-        root.add_child(&format!("m{i}"), common::module_with_weight(&inputs[key]))
-            .unwrap();
+    front: Front,
+) -> Result<Outcome, String> {
+    let path = |i: usize| format!("m{i}.weight");
+    let outcome = |pruned: &dyn Fn(&str) -> Option<Tensor>, seen: &dyn Fn(&str) -> Tensor| {
+        (0..case.tensors.len())
+            .map(|i| {
+                let tensor = seen(&path(i));
+                let mask = match pruned(&path(i)) {
+                    Some(mask) => values(&mask),
+                    None => vec![1.0; tensor.numel()],
+                };
+                (mask, tensor)
+            })
+            .collect()
+    };
+    match front {
+        Front::Module => {
+            let mut root = Module::new("Root");
+            for (i, key) in case.tensors.iter().enumerate() {
+                root.add_child(&format!("m{i}"), common::module_with_weight(&inputs[key]))
+                    .unwrap();
+            }
+            run_steps(case, inputs, registry, &mut root)?;
+            let child = |path: &str| root.child(tchprune::split_tensor_path(path).0).unwrap();
+            Ok(outcome(
+                &|p| child(p).buffer("weight_mask").map(Tensor::shallow_clone),
+                &|p| child(p).get("weight"),
+            ))
+        }
+        Front::VarStore => {
+            let vs = nn::VarStore::new(Device::Cpu);
+            for (i, key) in case.tensors.iter().enumerate() {
+                let _ = (vs.root() / format!("m{i}")).add("weight", inputs[key].copy(), true);
+            }
+            let mut pruner = VarStorePruner::new(&vs);
+            run_steps(case, inputs, registry, &mut pruner)?;
+            let variables = vs.variables();
+            Ok(outcome(
+                &|p| pruner.mask(p).map(Tensor::shallow_clone),
+                // The variable itself: it must hold exactly what PyTorch's forward sees.
+                &|p| variables[p].detach(),
+            ))
+        }
     }
+}
+
+fn run_steps(
+    case: &Case,
+    inputs: &HashMap<String, Tensor>,
+    registry: &Registry,
+    target: &mut impl Prunable,
+) -> Result<(), String> {
     for step in &case.steps {
         tch::manual_seed(step["seed"].as_i64().unwrap());
         let targets: Vec<String> = step["targets"]
@@ -209,19 +268,19 @@ fn run_case(
                         let paths: Vec<&str> = targets.iter().map(String::as_str).collect();
                         let scores: Vec<(&str, &Tensor)> =
                             scores.iter().map(|(p, t)| (p.as_str(), *t)).collect();
-                        prune::global_unstructured(&mut root, &paths, method, &scores)
+                        prune::global_unstructured(target, &paths, method, &scores)
                     })
             }
             "custom_from_mask" => CustomFromMask::new(&inputs[args["mask"].as_str().unwrap()])
-                .and_then(|m| prune::apply(&mut root, &targets[0], Arc::new(m), None)),
-            "remove" => prune::remove(&mut root, &targets[0]),
+                .and_then(|m| prune::apply(target, &targets[0], Arc::new(m), None)),
+            "remove" => prune::remove(target, &targets[0]),
             name => registry.build(name, &args).and_then(|m| {
-                prune::apply(&mut root, &targets[0], m, scores.first().map(|(_, t)| *t))
+                prune::apply(target, &targets[0], m, scores.first().map(|(_, t)| *t))
             }),
         };
         result.map_err(|e| e.to_string())?;
     }
-    Ok(root)
+    Ok(())
 }
 
 #[test]
@@ -265,38 +324,36 @@ fn masks_match_pytorch_on_random_cases() {
     let mut failures = Vec::new();
     let mut compared = 0;
     let mut errors_agreed = 0;
-    for case in &cases {
+    for (case, front) in cases
+        .iter()
+        .flat_map(|case| [(case, Front::Module), (case, Front::VarStore)])
+    {
         let torch_outcome = &report[&case.id];
-        let ours = run_case(case, &inputs, &registry);
-        let root = match (ours, torch_outcome.as_str()) {
+        let ours = run_case(case, &inputs, &registry, front);
+        let outcome = match (ours, torch_outcome.as_str()) {
             (Err(_), outcome) if outcome.starts_with("error") => {
                 errors_agreed += 1;
                 continue;
             }
             (Err(e), _) => {
                 failures.push(format!(
-                    "{}: tchprune failed ({e}), PyTorch did not; steps {:?}",
+                    "{} ({front:?}): tchprune failed ({e}), PyTorch did not; steps {:?}",
                     case.id, case.steps
                 ));
                 continue;
             }
             (Ok(_), outcome) if outcome.starts_with("error") => {
                 failures.push(format!(
-                    "{}: PyTorch failed ({outcome}), tchprune did not; steps {:?}",
+                    "{} ({front:?}): PyTorch failed ({outcome}), tchprune did not; steps {:?}",
                     case.id, case.steps
                 ));
                 continue;
             }
-            (Ok(root), _) => root,
+            (Ok(outcome), _) => outcome,
         };
         let half = matches!(case.kind, Kind::Half | Kind::BFloat16);
         let (mut our_total, mut their_total) = (0.0, 0.0);
-        for i in 0..case.tensors.len() {
-            let module = root.child(&format!("m{i}")).unwrap();
-            let ours = match module.buffer("weight_mask") {
-                Some(mask) => values(mask),
-                None => vec![1.0; module.parameter("weight").unwrap().numel()],
-            };
+        for (i, (ours, effective)) in outcome.into_iter().enumerate() {
             let theirs = values(&expected[&format!("{}/{i}", case.id)]);
             our_total += ours.iter().sum::<f64>();
             their_total += theirs.iter().sum::<f64>();
@@ -304,12 +361,12 @@ fn masks_match_pytorch_on_random_cases() {
             if case.random && half {
                 continue; // tied draws: only the total count is defined
             }
-            let effective = module.get("weight").to_kind(Kind::Double);
+            let effective = effective.to_kind(Kind::Double);
             let their_effective =
                 expected[&format!("{}/{i}/effective", case.id)].to_kind(Kind::Double);
             if ours != theirs || !effective.equal(&their_effective) {
                 failures.push(format!(
-                    "{} tensor {i} ({:?}): {} differ\n  steps {:?}\n  ours   {ours:?}\n  torch  {theirs:?}",
+                    "{} ({front:?}) tensor {i} ({:?}): {} differ\n  steps {:?}\n  ours   {ours:?}\n  torch  {theirs:?}",
                     case.id,
                     case.kind,
                     if ours == theirs { "effective weights" } else { "masks" },
@@ -319,13 +376,14 @@ fn masks_match_pytorch_on_random_cases() {
         }
         if our_total != their_total {
             failures.push(format!(
-                "{}: {our_total} entries kept, PyTorch keeps {their_total}",
+                "{} ({front:?}): {our_total} entries kept, PyTorch keeps {their_total}",
                 case.id
             ));
         }
     }
     println!(
-        "{} cases, {compared} masks compared, {errors_agreed} cases failed on both sides",
+        "{} cases on two front ends, {compared} masks compared, {errors_agreed} runs failed on \
+         both sides",
         cases.len()
     );
     assert!(
@@ -334,5 +392,5 @@ fn masks_match_pytorch_on_random_cases() {
         failures.len(),
         failures.join("\n")
     );
-    assert!(compared >= 200, "only {compared} masks compared");
+    assert!(compared >= 400, "only {compared} masks compared");
 }

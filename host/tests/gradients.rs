@@ -34,7 +34,7 @@ fn gradient_of_orig_equals_the_mask_for_a_sum_of_weights() {
 #[test]
 fn an_sgd_step_leaves_pruned_entries_of_orig_unchanged() {
     let vs = nn::VarStore::new(Device::Cpu);
-    let mut model = layers::linear(&vs.root(), 10, 6);
+    let mut model = layers::linear(&vs.root(), 10, 6, layers::torch_linear_config(10));
     // the optimizer is built before pruning and keeps working on weight_orig
     let mut sgd = nn::Sgd::default().build(&vs, 0.1).unwrap();
     prune::l1_unstructured(&mut model, "weight", 0.5, None).unwrap();

@@ -12,7 +12,7 @@ fn names(entries: Vec<(String, Tensor)>) -> Vec<String> {
 #[test]
 fn sizes_of_mask_orig_and_pruned_tensor_on_linear_and_conv3d() {
     let vs = nn::VarStore::new(Device::Cpu);
-    let mut linear = layers::linear(&(vs.root() / "l"), 5, 7);
+    let mut linear = layers::linear(&(vs.root() / "l"), 5, 7, layers::torch_linear_config(5));
     let mut conv = layers::conv3d(&(vs.root() / "c"), 2, 4, 3, Default::default());
     for module in [&mut linear, &mut conv] {
         let shape = module.parameter("weight").unwrap().size();

@@ -108,7 +108,7 @@ pub fn load_state_dict(
             Ok((key, method))
         })
         .collect::<Result<Vec<_>>>()?;
-    crate::reparam::apply_all(module, prunings)?;
+    crate::engine::apply_all(module, prunings)?;
     tch::no_grad(|| module.try_for_each_mut("", &mut |prefix, sub| sub.load_own(prefix, &given)))?;
     Ok(report)
 }

@@ -58,7 +58,7 @@ pub fn module_from_state_dict(state: Vec<(String, Tensor)>) -> Result<Module> {
             });
         }
         let restore = Arc::new(CustomFromMask::new(&mask)?);
-        crate::reparam::apply(&mut root, &key, restore, None)?;
+        crate::engine::apply(&mut root, &key, restore, None)?;
     }
     Ok(root)
 }

@@ -140,7 +140,7 @@ impl PrunedState {
     pub fn finalize(mut self) -> Result<Self> {
         for key in self.keys() {
             if self.is_pruned(&key) {
-                crate::reparam::remove(&mut self.module, &key)?;
+                crate::prune::remove(&mut self.module, &key)?;
                 self.history
                     .entry(key)
                     .or_default()
@@ -173,7 +173,7 @@ impl PrunedState {
                     .iter()
                     .filter_map(|k| scores(k).map(|t| (*k, t)))
                     .collect();
-                crate::reparam::global_unstructured(
+                crate::prune::global_unstructured(
                     &mut self.module,
                     &paths,
                     Arc::clone(method),
@@ -185,14 +185,14 @@ impl PrunedState {
             action => {
                 for key in &prepared.keys {
                     let result = match action {
-                        Action::Remove => crate::reparam::remove(&mut self.module, key),
-                        Action::Local(method) => crate::reparam::apply(
+                        Action::Remove => crate::prune::remove(&mut self.module, key),
+                        Action::Local(method) => crate::prune::apply(
                             &mut self.module,
                             key,
                             Arc::clone(method),
                             scores(key),
                         ),
-                        Action::Masks(masks) => crate::reparam::apply(
+                        Action::Masks(masks) => crate::prune::apply(
                             &mut self.module,
                             key,
                             Arc::clone(&masks[key]),

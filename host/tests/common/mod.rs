@@ -73,6 +73,11 @@ pub fn mask_values(module: &Module, path: &str) -> Vec<f64> {
 /// A small Linear model `in -> out` on the CPU with its VarStore.
 pub fn linear_model(in_dim: i64, out_dim: i64) -> (nn::VarStore, Module) {
     let vs = nn::VarStore::new(Device::Cpu);
-    let model = tchprune::layers::linear(&vs.root(), in_dim, out_dim);
+    let model = tchprune::layers::linear(
+        &vs.root(),
+        in_dim,
+        out_dim,
+        tchprune::layers::torch_linear_config(in_dim),
+    );
     (vs, model)
 }

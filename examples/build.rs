@@ -1,0 +1,3 @@
+fn main() {
+    tchprune_build::link_libtorch();
+}
