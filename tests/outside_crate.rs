@@ -92,7 +92,21 @@ fn a_crate_outside_the_workspace_builds_and_runs_with_the_readmes_steps() {
         "the build warns:\n{log}"
     );
 
-    let output = clean(target.join("debug/myapp"), &app).output().unwrap();
+    let binary = target.join("debug/myapp");
+    let output = clean(&binary, &app).output().unwrap();
     succeeded(output.clone(), "the outside crate's binary");
     assert_eq!(String::from_utf8_lossy(&output.stdout), expected[0]);
+    // `link_libtorch` keeps libtorch's CUDA part (when the libtorch has one), so that
+    // `Device::cuda_if_available()` sees a GPU.
+    let output = Command::new("ldd").arg(&binary).output().unwrap();
+    let libraries = String::from_utf8_lossy(&output.stdout);
+    let torch_cpu = libraries
+        .lines()
+        .find_map(|l| l.split("=> ").nth(1).filter(|p| p.contains("libtorch_cpu.so")))
+        .and_then(|p| p.split_whitespace().next())
+        .expect("linked to libtorch_cpu");
+    let lib_dir = Path::new(torch_cpu).parent().unwrap();
+    if lib_dir.join("libtorch_cuda.so").exists() {
+        assert!(libraries.contains("libtorch_cuda.so"), "{libraries}");
+    }
 }
