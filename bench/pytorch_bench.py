@@ -141,7 +141,9 @@ def interleaved(dense_step, pruned_step, calls):
     return statistics.median(dense), statistics.median(pruned)
 
 
-def mlp_overhead(train, calls):
+def mlp_overhead(make_optimizer, calls):
+    """A step of the MLP, 90% pruned against unpruned: a forward pass without gradients when
+    `make_optimizer` is None, else forward, backward and the optimizer it makes."""
     x = torch.randn(64, 2048)
     target = torch.randn(64, 2048)
 
@@ -149,14 +151,14 @@ def mlp_overhead(train, calls):
         model = mlp()
         if pruned:
             prune_mlp(model)
-        if not train:
+        if make_optimizer is None:
             model.eval()
 
             def step():
                 with torch.no_grad():
                     model(x)
         else:
-            opt = torch.optim.SGD(model.parameters(), lr=0.01)
+            opt = make_optimizer(model.parameters())
 
             def step():
                 opt.zero_grad()
@@ -169,26 +171,12 @@ def mlp_overhead(train, calls):
     return {"ratio": pruned / dense, "dense_seconds": dense, "pruned_seconds": pruned}
 
 
-def adam_overhead(calls):
-    """A training step with Adam: PyTorch's reparametrization at 90% against unpruned."""
-    x = torch.randn(64, 2048)
-    target = torch.randn(64, 2048)
+def sgd(parameters):
+    return torch.optim.SGD(parameters, lr=0.01)
 
-    def make_step(pruned):
-        model = mlp()
-        if pruned:
-            prune_mlp(model)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
-        def step():
-            opt.zero_grad()
-            F.mse_loss(model(x), target).backward()
-            opt.step()
-
-        return step
-
-    dense, pruned = interleaved(make_step(False), make_step(True), calls)
-    return {"ratio": pruned / dense, "dense_seconds": dense, "pruned_seconds": pruned}
+def adam(parameters):
+    return torch.optim.Adam(parameters, lr=1e-3)
 
 
 def state_bytes(_runs):
@@ -248,12 +236,12 @@ def workloads(runs):
         "global_resnet50": lambda: global_run(False),
         "global_resnet50_round2": lambda: global_run(True),
         "tutorial_lenet": lambda: {"seconds": median_time(lambda: None, tutorial, runs * 4)},
-        "mlp_eval_overhead": lambda: mlp_overhead(False, runs * 6),
-        "mlp_train_overhead": lambda: mlp_overhead(True, runs * 6),
-        "mlp_train_overhead_kept_memory": lambda: mlp_overhead(True, runs * 6),
-        "train_step_varstore": lambda: adam_overhead(runs * 6),
-        "train_step_varstore_tch_adam": lambda: adam_overhead(runs * 6),
-        "train_step_module_adam": lambda: adam_overhead(runs * 6),
+        "mlp_eval_overhead": lambda: mlp_overhead(None, runs * 6),
+        "mlp_train_overhead": lambda: mlp_overhead(sgd, runs * 6),
+        "mlp_train_overhead_kept_memory": lambda: mlp_overhead(sgd, runs * 6),
+        "train_step_varstore": lambda: mlp_overhead(adam, runs * 6),
+        "train_step_varstore_tch_adam": lambda: mlp_overhead(adam, runs * 6),
+        "train_step_module_adam": lambda: mlp_overhead(adam, runs * 6),
         "state_bytes": lambda: state_bytes(runs),
     }
 

@@ -10,7 +10,10 @@ fn main() -> anyhow::Result<()> {
     let data = data::from_args_or_synthetic()?;
     println!("data: {}", data.name);
     let report = tch_model::run(&data, &Default::default(), &mut |line| println!("{line}"))?;
-    println!("{:<14} {:>9} {:>9} {:>8}", "weight", "zeros", "entries", "sparsity");
+    println!(
+        "{:<14} {:>9} {:>9} {:>8}",
+        "weight", "zeros", "entries", "sparsity"
+    );
     for row in &report.sparsity {
         println!(
             "{:<14} {:>9} {:>9} {:>7.2}%",

@@ -15,21 +15,17 @@ fn section<'a>(readme: &'a str, heading: &str) -> &'a str {
     &rest[..rest.find("\n## ").unwrap_or(rest.len())]
 }
 
-/// The fenced blocks of `markdown` whose info string is `lang`.
-fn blocks<'a>(markdown: &'a str, lang: &str) -> Vec<&'a str> {
-    let fence = format!("```{lang}\n");
-    markdown
-        .split(fence.as_str())
-        .skip(1)
-        .map(|rest| &rest[..rest.find("```").expect("closed fence")])
-        .collect()
-}
-
 /// A command with nothing of this process's environment but what finds the toolchain.
 fn clean(program: impl AsRef<std::ffi::OsStr>, dir: &Path) -> Command {
     let mut command = Command::new(program);
     command.current_dir(dir).env_clear();
-    for kept in ["PATH", "HOME", "CARGO_HOME", "RUSTUP_HOME", "RUSTUP_TOOLCHAIN"] {
+    for kept in [
+        "PATH",
+        "HOME",
+        "CARGO_HOME",
+        "RUSTUP_HOME",
+        "RUSTUP_TOOLCHAIN",
+    ] {
         if let Some(value) = std::env::var_os(kept) {
             command.env(kept, value);
         }
@@ -49,11 +45,14 @@ fn a_crate_outside_the_workspace_builds_and_runs_with_the_readmes_steps() {
     let steps = section(&readme, "## Use tchprune in your crate");
     let repository = common::workspace().to_str().unwrap();
     let ours = |text: &str| text.replace("/path/to/tchprune", repository);
-    let shell = blocks(steps, "sh");
-    let manifest = blocks(steps, "toml");
-    let rust = blocks(steps, "rust");
-    let expected = blocks(steps, "text");
-    assert_eq!((shell.len(), manifest.len(), rust.len(), expected.len()), (1, 1, 2, 1));
+    let shell = common::code_blocks(steps, "sh");
+    let manifest = common::code_blocks(steps, "toml");
+    let rust = common::code_blocks(steps, "rust");
+    let expected = common::code_blocks(steps, "text");
+    assert_eq!(
+        (shell.len(), manifest.len(), rust.len(), expected.len()),
+        (1, 1, 2, 1)
+    );
     let build_script = rust
         .iter()
         .find(|b| b.contains("tchprune_build::"))
@@ -71,14 +70,22 @@ fn a_crate_outside_the_workspace_builds_and_runs_with_the_readmes_steps() {
     // Step 2: the lines under the `[dependencies]` that `cargo new` wrote.
     let generated = std::fs::read_to_string(app.join("Cargo.toml")).unwrap();
     let package = &generated[..generated.find("[dependencies]").unwrap()];
-    std::fs::write(app.join("Cargo.toml"), format!("{package}{}", ours(manifest[0]))).unwrap();
+    std::fs::write(
+        app.join("Cargo.toml"),
+        format!("{package}{}", ours(manifest[0])),
+    )
+    .unwrap();
     // Steps 3 and 4.
     std::fs::write(app.join("build.rs"), build_script).unwrap();
     std::fs::write(app.join("src/main.rs"), main).unwrap();
 
     // Not a step of the README: the workspace's lock file pins the versions the workspace
     // already fetched, so that the build runs offline, and the target directory persists.
-    std::fs::copy(common::workspace().join("Cargo.lock"), app.join("Cargo.lock")).unwrap();
+    std::fs::copy(
+        common::workspace().join("Cargo.lock"),
+        app.join("Cargo.lock"),
+    )
+    .unwrap();
     let target = common::workspace().join("target/outside-crate");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = clean(&cargo, &app)
@@ -102,7 +109,11 @@ fn a_crate_outside_the_workspace_builds_and_runs_with_the_readmes_steps() {
     let libraries = String::from_utf8_lossy(&output.stdout);
     let torch_cpu = libraries
         .lines()
-        .find_map(|l| l.split("=> ").nth(1).filter(|p| p.contains("libtorch_cpu.so")))
+        .find_map(|l| {
+            l.split("=> ")
+                .nth(1)
+                .filter(|p| p.contains("libtorch_cpu.so"))
+        })
         .and_then(|p| p.split_whitespace().next())
         .expect("linked to libtorch_cpu");
     let lib_dir = Path::new(torch_cpu).parent().unwrap();

@@ -7,24 +7,14 @@ use serde_json::json;
 use std::process::Command;
 use tchprune::{prune, Registry};
 
-/// The fenced blocks of `markdown` whose info string is `lang`.
-fn code_blocks<'a>(markdown: &'a str, lang: &str) -> Vec<&'a str> {
-    let fence = format!("```{lang}\n");
-    markdown
-        .split(fence.as_str())
-        .skip(1)
-        .map(|rest| &rest[..rest.find("```").expect("closed fence")])
-        .collect()
-}
-
 #[test]
 fn the_guides_foobar_builds_loads_and_prunes() {
     let guide = std::fs::read_to_string(common::workspace().join("plugin-api/README.md")).unwrap();
-    let manifest = code_blocks(&guide, "toml")
+    let manifest = common::code_blocks(&guide, "toml")
         .into_iter()
         .find(|block| block.contains("crate-type = [\"cdylib\"]"))
         .expect("the guide shows the plugin's Cargo.toml");
-    let source = code_blocks(&guide, "rust")
+    let source = common::code_blocks(&guide, "rust")
         .into_iter()
         .find(|block| block.contains("export_plugin!"))
         .expect("the guide shows the plugin's src/lib.rs");

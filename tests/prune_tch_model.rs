@@ -21,7 +21,13 @@ fn tchs_mnist_network_is_pruned_to_ninety_percent_while_it_trains() {
     let names: Vec<&str> = report.sparsity.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(
         names,
-        ["conv1.weight", "conv2.weight", "fc1.weight", "fc2.weight", "global"]
+        [
+            "conv1.weight",
+            "conv2.weight",
+            "fc1.weight",
+            "fc2.weight",
+            "global"
+        ]
     );
     let global = report.sparsity.last().unwrap();
     // Exactly the target count, after fine-tuning: no pruned entry came back.

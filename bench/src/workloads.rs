@@ -131,40 +131,21 @@ fn tutorial() -> Result<()> {
 fn mlp(vs: &nn::VarStore) -> Module {
     tch::manual_seed(0);
     let root = vs.root();
-    Module::new("Sequential")
-        .with_child(
-            "0",
-            layers::linear(
-                &(&root / "0"),
-                2048,
-                2048,
-                layers::torch_linear_config(2048),
-            ),
+    let linear = |name: &str| {
+        layers::linear(
+            &(&root / name),
+            2048,
+            2048,
+            layers::torch_linear_config(2048),
         )
-        .with_child(
-            "2",
-            layers::linear(
-                &(&root / "2"),
-                2048,
-                2048,
-                layers::torch_linear_config(2048),
-            ),
-        )
-        .with_child(
-            "4",
-            layers::linear(
-                &(&root / "4"),
-                2048,
-                2048,
-                layers::torch_linear_config(2048),
-            ),
-        )
-        .with_forward(|m, xs, train| {
-            let layer = |name: &str| m.child(name).expect("the MLP's layers");
-            let xs = layer("0").forward_t(xs, train).relu();
-            let xs = layer("2").forward_t(&xs, train).relu();
-            layer("4").forward_t(&xs, train)
-        })
+    };
+    layers::sequential([
+        linear("0"),
+        layers::relu(),
+        linear("2"),
+        layers::relu(),
+        linear("4"),
+    ])
 }
 
 /// Median seconds per call of each step, the two alternating (in both orders) so that drift in
@@ -193,7 +174,19 @@ fn interleaved_steps(calls: usize, steps: &mut [Box<dyn FnMut() + '_>]) -> Vec<f
     times.iter_mut().map(|t| median(t)).collect()
 }
 
-fn mlp_overhead(train: bool, calls: usize) -> Value {
+/// What a step of [`mlp_overhead`] runs.
+#[derive(Clone, Copy, PartialEq)]
+enum MlpStep {
+    /// A forward pass without gradients.
+    Eval,
+    /// Forward, backward and SGD.
+    TrainSgd,
+    /// Forward, backward and Adam.
+    TrainAdam,
+}
+
+/// A step of the Module path's MLP, 90% pruned (PyTorch's reparametrization) against unpruned.
+fn mlp_overhead(step: MlpStep, calls: usize) -> Value {
     let x = Tensor::randn([64, 2048], (Kind::Float, Device::Cpu));
     let target = Tensor::randn([64, 2048], (Kind::Float, Device::Cpu));
     let make_step = |pruned: bool| -> Box<dyn FnMut()> {
@@ -206,21 +199,22 @@ fn mlp_overhead(train: bool, calls: usize) -> Value {
             }
         }
         let (x, target) = (x.shallow_clone(), target.shallow_clone());
-        if train {
-            let mut opt = nn::Sgd::default().build(&vs, 0.01).expect("an optimizer");
-            Box::new(move || {
-                opt.zero_grad();
-                model
-                    .forward_t(&x, true)
-                    .mse_loss(&target, tch::Reduction::Mean)
-                    .backward();
-                opt.step();
-            })
-        } else {
-            Box::new(move || {
+        if step == MlpStep::Eval {
+            return Box::new(move || {
                 let _y = tch::no_grad(|| model.forward(&x));
-            })
+            });
         }
+        let mut opt = match step {
+            MlpStep::TrainAdam => nn::Adam::default().build(&vs, 1e-3),
+            _ => nn::Sgd::default().build(&vs, 0.01),
+        }
+        .expect("an optimizer");
+        Box::new(move || {
+            let loss = model
+                .forward_t(&x, true)
+                .mse_loss(&target, tch::Reduction::Mean);
+            opt.backward_step(&loss);
+        })
     };
     let (dense, pruned) = interleaved(calls, make_step(false), make_step(true));
     json!({"ratio": pruned / dense, "dense_seconds": dense, "pruned_seconds": pruned})
@@ -305,33 +299,6 @@ fn train_step_varstore(pruned_update: Update, calls: usize) -> Value {
     })
 }
 
-/// A training step with Adam of the Module path's MLP, 90% pruned (PyTorch's
-/// reparametrization) against unpruned.
-fn train_step_module_adam(calls: usize) -> Value {
-    let x = Tensor::randn([64, 2048], (Kind::Float, Device::Cpu));
-    let target = Tensor::randn([64, 2048], (Kind::Float, Device::Cpu));
-    let make_step = |pruned: bool| -> Box<dyn FnMut()> {
-        let vs = nn::VarStore::new(Device::Cpu);
-        let mut model = mlp(&vs);
-        if pruned {
-            for layer in ["0", "2", "4"] {
-                prune::l1_unstructured(&mut model, &format!("{layer}.weight"), 0.9, None)
-                    .expect("prunes");
-            }
-        }
-        let (x, target) = (x.shallow_clone(), target.shallow_clone());
-        let mut opt = nn::Adam::default().build(&vs, 1e-3).expect("an optimizer");
-        Box::new(move || {
-            let loss = model
-                .forward_t(&x, true)
-                .mse_loss(&target, tch::Reduction::Mean);
-            opt.backward_step(&loss);
-        })
-    };
-    let (dense, pruned) = interleaved(calls, make_step(false), make_step(true));
-    json!({"ratio": pruned / dense, "dense_seconds": dense, "pruned_seconds": pruned})
-}
-
 fn bytes_in_memory(model: &Module) -> usize {
     model
         .named_parameters()
@@ -399,11 +366,13 @@ pub fn run(id: &str, runs: usize) -> Result<Value> {
         "tutorial_lenet" => {
             json!({"seconds": median_time(runs * 4, || (), |()| tutorial().expect("the tutorial runs"))})
         }
-        "mlp_eval_overhead" => mlp_overhead(false, runs * 6),
-        "mlp_train_overhead" | "mlp_train_overhead_kept_memory" => mlp_overhead(true, runs * 6),
+        "mlp_eval_overhead" => mlp_overhead(MlpStep::Eval, runs * 6),
+        "mlp_train_overhead" | "mlp_train_overhead_kept_memory" => {
+            mlp_overhead(MlpStep::TrainSgd, runs * 6)
+        }
         "train_step_varstore" => train_step_varstore(Update::MaskedAdam, runs * 6),
         "train_step_varstore_tch_adam" => train_step_varstore(Update::TchAdamThenMasks, runs * 6),
-        "train_step_module_adam" => train_step_module_adam(runs * 6),
+        "train_step_module_adam" => mlp_overhead(MlpStep::TrainAdam, runs * 6),
         "state_bytes" => state_bytes()?,
         other => anyhow::bail!("unknown workload {other}"),
     })

@@ -129,11 +129,7 @@ fn train(
 /// Trains tch's network on `data`, then prunes [`WEIGHTS`] globally by magnitude to
 /// `options.sparsity` in `options.rounds` rounds (the same share of the remaining weights each
 /// round, landing exactly on the target count), fine-tuning after each; `log` hears progress.
-pub fn run(
-    data: &Data,
-    options: &Options,
-    log: &mut dyn FnMut(String),
-) -> anyhow::Result<Report> {
+pub fn run(data: &Data, options: &Options, log: &mut dyn FnMut(String)) -> anyhow::Result<Report> {
     let vs = nn::VarStore::new(Device::Cpu);
     let net = Net::new(&vs.root());
     let mut opt = nn::Adam::default().build(&vs, 1e-3)?;

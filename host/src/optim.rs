@@ -17,6 +17,7 @@
 
 use crate::error::{PruneError, Result};
 use crate::mask_in_place::bump_version;
+use crate::parallel;
 use crate::varstore::VarStorePruner;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -263,30 +264,17 @@ unsafe fn kept_chunk_avx2<T: Element>(
     unsafe { kept_chunk::<T, true>(p, g, indices, m, v, c) }
 }
 
-/// How many workers share `count` entries, and how many entries each takes.
-fn split(count: usize) -> (usize, usize) {
+/// How many entries each worker takes when `count` entries are shared among the cores (an
+/// update costs more per entry than the passes `crate::parallel` splits, so smaller pieces pay).
+fn piece_size(count: usize) -> usize {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = (count / MIN_ENTRIES_PER_THREAD).clamp(1, threads);
-    (workers, count.div_ceil(workers).max(1))
-}
-
-/// Runs `work` on each piece, on scoped threads when there are several.
-fn on_pieces<P: Send>(pieces: Vec<P>, work: impl Fn(P) + Sync) {
-    if pieces.len() == 1 {
-        pieces.into_iter().for_each(work);
-        return;
-    }
-    std::thread::scope(|scope| {
-        for piece in pieces {
-            let work = &work;
-            scope.spawn(move || work(piece));
-        }
-    });
+    count.div_ceil(workers).max(1)
 }
 
 /// Updates every entry of `p` (and the moments), split among threads.
 fn update_dense<T: Element>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], c: &Coefficients<T>) {
-    let (_, size) = split(p.len());
+    let size = piece_size(p.len());
     let pieces: Vec<_> = p
         .chunks_mut(size)
         .zip(g.chunks(size))
@@ -294,7 +282,7 @@ fn update_dense<T: Element>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], c: &
         .zip(v.chunks_mut(size))
         .collect();
     let fast = has_avx2_fma();
-    on_pieces(pieces, |(((p, g), m), v)| {
+    parallel::on_threads(pieces, |(((p, g), m), v)| {
         #[cfg(target_arch = "x86_64")]
         if fast {
             // SAFETY: the CPU has AVX2 and FMA.
@@ -318,14 +306,14 @@ unsafe fn update_kept<T: Element>(
     v: &mut [T],
     c: &Coefficients<T>,
 ) {
-    let (_, size) = split(indices.len());
+    let size = piece_size(indices.len());
     let pieces: Vec<_> = indices
         .chunks(size)
         .zip(m.chunks_mut(size))
         .zip(v.chunks_mut(size))
         .collect();
     let (fast, g) = (has_avx2_fma(), Shared(g.cast_mut()));
-    on_pieces(pieces, |((indices, m), v)| {
+    parallel::on_threads(pieces, |((indices, m), v)| {
         // SAFETY: the pieces' indices are disjoint (strictly increasing overall), so no two
         // threads write one entry; the caller promises the buffers hold them all.
         unsafe {

@@ -19,7 +19,10 @@ fn tchs_resnet18_pruned_globally_loads_into_torchvision_with_the_same_outputs() 
     // Batch statistics that are not the initial ones.
     tch::no_grad(|| {
         for _ in 0..2 {
-            let _ = net.forward_t(&Tensor::randn([4, 3, 64, 64], (Kind::Float, Device::Cpu)), true);
+            let _ = net.forward_t(
+                &Tensor::randn([4, 3, 64, 64], (Kind::Float, Device::Cpu)),
+                true,
+            );
         }
     });
     let mut weights: Vec<String> = vs
@@ -35,8 +38,15 @@ fn tchs_resnet18_pruned_globally_loads_into_torchvision_with_the_same_outputs() 
     let mut pruner = VarStorePruner::new(&vs);
     let method = Arc::new(L1Unstructured::new(0.7).unwrap());
     prune::global_unstructured(&mut pruner, &paths, method, &[]).unwrap();
-    prune::ln_structured(&mut pruner, "layer1.0.conv1.weight", 16, Norm::P(2.0), 0, None)
-        .unwrap();
+    prune::ln_structured(
+        &mut pruner,
+        "layer1.0.conv1.weight",
+        16,
+        Norm::P(2.0),
+        0,
+        None,
+    )
+    .unwrap();
     let total = pruner.sparsity(&paths).unwrap().pop().unwrap();
     assert!(total.percent() >= 70.0, "{total:?}");
 

@@ -55,6 +55,16 @@ pub fn plugin(package: &str) -> PathBuf {
     ))
 }
 
+/// The fenced blocks of `markdown` whose info string is `lang`.
+pub fn code_blocks<'a>(markdown: &'a str, lang: &str) -> Vec<&'a str> {
+    let fence = format!("```{lang}\n");
+    markdown
+        .split(fence.as_str())
+        .skip(1)
+        .map(|rest| &rest[..rest.find("```").expect("closed fence")])
+        .collect()
+}
+
 /// `t` flattened into `f64`s.
 pub fn values(t: &Tensor) -> Vec<f64> {
     Vec::<f64>::try_from(t.to_kind(Kind::Double).flatten(0, -1)).unwrap()
