@@ -179,6 +179,45 @@ def adam(parameters):
     return torch.optim.Adam(parameters, lr=1e-3)
 
 
+def many_keys(runs):
+    """tchprune's many_keys: a plan's L1 pruning of every weight of a checkpoint of 100,000 small
+    tensors, file to file, with torch.nn.utils.prune; then the output's sparsity."""
+    import tempfile
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    tensors = {}
+    for i in range(50_000):
+        tensors[f"layers.{i}.weight"] = torch.randn(4, 4)
+        tensors[f"layers.{i}.bias"] = torch.randn(4)
+    with tempfile.TemporaryDirectory() as tmp:
+        source, target = f"{tmp}/in.safetensors", f"{tmp}/out.safetensors"
+        save_file(tensors, source)
+
+        def apply(_):
+            root, params = module_tree(sorted(load_file(source).items()))
+            for module, name in params:
+                if name == "weight":
+                    prune.l1_unstructured(module, name, amount=0.5)
+            state = {k: v.detach().contiguous() for k, v in root.state_dict().items()}
+            save_file(state, target)
+
+        def stats(_):
+            state = load_file(target)
+            for key, t in state.items():
+                if key.endswith("_mask"):
+                    continue
+                if key.endswith("_orig"):
+                    t = t * state[key[: -len("_orig")] + "_mask"]
+                int((t == 0).sum())
+
+        slow = max(3, runs // 2)
+        return {
+            "apply": {"seconds": median_time(lambda: None, apply, slow)},
+            "stats": {"seconds": median_time(lambda: None, stats, slow)},
+        }
+
+
 def state_bytes(_runs):
     tensors = resnet50_tensors()
     dense_root, _ = module_tree(tensors)
@@ -243,6 +282,7 @@ def workloads(runs):
         "train_step_varstore_tch_adam": lambda: mlp_overhead(adam, runs * 6),
         "train_step_module_adam": lambda: mlp_overhead(adam, runs * 6),
         "state_bytes": lambda: state_bytes(runs),
+        "many_keys": lambda: many_keys(runs),
     }
 
 

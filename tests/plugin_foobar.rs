@@ -30,7 +30,10 @@ fn fc3_bias_gets_every_other_entry_pruned_then_every_other_of_the_rest() {
         [0., 0., 0., 1., 0., 0., 0., 1., 0., 0.]
     );
     let fc3 = model.child("fc3").unwrap();
-    assert_eq!(fc3.pruning_hooks()[0].method_names(), ["foobar", "foobar"]);
+    assert_eq!(
+        fc3.pruning_hooks().next().unwrap().method_names(),
+        ["foobar", "foobar"]
+    );
 }
 
 #[test]

@@ -126,17 +126,35 @@ fn a_plugin_built_against_another_api_version_is_refused_by_version() {
 }
 
 #[test]
-fn two_methods_with_one_name_are_refused_and_the_registry_is_unchanged() {
+fn loading_the_same_file_twice_changes_nothing() {
+    let mut registry = Registry::with_builtins();
+    let foobar = common::plugin("tchprune-plugin-foobar");
+    assert_eq!(registry.load_plugin(&foobar).unwrap(), ["foobar"]);
+    let before: Vec<String> = registry.iter().map(|e| e.name.clone()).collect();
+    // Again, and through a symlink: the same file, nothing new.
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("libalias.so");
+    std::os::unix::fs::symlink(&foobar, &link).unwrap();
+    assert_eq!(registry.load_plugin(&foobar).unwrap(), ["foobar"]);
+    assert_eq!(registry.load_plugin(&link).unwrap(), ["foobar"]);
+    let after: Vec<String> = registry.iter().map(|e| e.name.clone()).collect();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn two_files_with_one_method_name_are_refused_naming_both() {
     let mut registry = Registry::with_builtins();
     let foobar = common::plugin("tchprune-plugin-foobar");
     registry.load_plugin(&foobar).unwrap();
     let before: Vec<String> = registry.iter().map(|e| e.name.clone()).collect();
-    let err = registry.load_plugin(&foobar).unwrap_err();
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("libanother_foobar.so");
+    std::fs::copy(&foobar, &copy).unwrap();
+    let err = registry.load_plugin(&copy).unwrap_err();
     assert!(matches!(err, PruneError::DuplicateMethod { ref name, .. } if name == "foobar"));
-    assert!(
-        err.to_string().contains("libtchprune_plugin_foobar"),
-        "{err}"
-    );
+    let message = err.to_string();
+    assert!(message.contains("libtchprune_plugin_foobar"), "{message}");
+    assert!(message.contains("libanother_foobar"), "{message}");
     let after: Vec<String> = registry.iter().map(|e| e.name.clone()).collect();
     assert_eq!(before, after);
 }

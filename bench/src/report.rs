@@ -134,6 +134,14 @@ pub const WORKLOADS: &[Workload] = &[
         kept_memory: false,
     },
     Workload {
+        id: "many_keys",
+        label: "a plan of l1_unstructured over every weight of 100,000 small tensors, file to \
+                file; then the output's sparsity",
+        compare: Compare::Time,
+        target: 2.0,
+        kept_memory: false,
+    },
+    Workload {
         id: "state_bytes",
         label: "pruned / unpruned state bytes, ResNet-50 at 80%",
         compare: Compare::SelfRatio,
@@ -228,6 +236,10 @@ pub fn rows(pytorch: &Value, ours: &Value, huge: Option<&Value>) -> Vec<Row> {
                     &mine[place],
                 );
             }
+        } else if w.id == "many_keys" {
+            for part in ["apply", "stats"] {
+                many_keys_row(&mut rows, w, part, &theirs[part], &mine[part]);
+            }
         } else {
             push(w.label.to_owned(), theirs, mine);
         }
@@ -250,6 +262,22 @@ pub fn rows(pytorch: &Value, ours: &Value, huge: Option<&Value>) -> Vec<Row> {
         });
     }
     rows
+}
+
+/// A row of [`Workload`] `many_keys`, whose target is tchprune's time in seconds.
+fn many_keys_row(rows: &mut Vec<Row>, w: &Workload, part: &str, theirs: &Value, mine: &Value) {
+    let (theirs, mine) = (
+        theirs["seconds"].as_f64().unwrap_or(f64::NAN),
+        mine["seconds"].as_f64().unwrap_or(f64::NAN),
+    );
+    rows.push(Row {
+        workload: format!("{} ({part})", w.label),
+        pytorch: seconds(theirs),
+        tchprune: seconds(mine),
+        ratio: Some(mine / theirs),
+        target: format!("tchprune <= {} s", w.target),
+        met: Some(mine <= w.target),
+    });
 }
 
 /// The table as Markdown (which also reads well in a terminal).
@@ -353,10 +381,10 @@ pub fn write(root: &Path, rows: &[Row], machine: &str, full: bool) -> Result<()>
 
 /// Writes `text` to `path` atomically.
 fn write_text(path: &Path, text: &str) -> Result<()> {
-    Ok(tchprune::checkpoint::write_atomically(path, |tmp| {
-        std::fs::write(tmp, text).map_err(|source| tchprune::PruneError::Io {
-            path: tmp.display().to_string(),
-            source,
+    Ok(tchprune::checkpoint::write_atomically(path, |file| {
+        std::io::Write::write_all(file, text.as_bytes()).map_err(|error| tchprune::PruneError::Io {
+            path: path.display().to_string(),
+            error,
         })
     })?)
 }

@@ -299,6 +299,74 @@ fn train_step_varstore(pruned_update: Update, calls: usize) -> Value {
     })
 }
 
+/// The keys of a checkpoint with many small tensors, as large language models have: 50,000
+/// layers of a 4x4 weight and a bias.
+const MANY_KEYS: usize = 100_000;
+
+/// A plan over every weight of a checkpoint of [`MANY_KEYS`] keys, from reading the file to
+/// writing the output, as `tchprune apply` runs it; then reading the output for its sparsity,
+/// as `tchprune stats` does (in this process: without the command's start-up, the same on the
+/// PyTorch side).
+fn many_keys(runs: usize) -> Result<Value> {
+    let dir = tempfile::tempdir()?;
+    let (input, output) = (
+        dir.path().join("in.safetensors"),
+        dir.path().join("out.safetensors"),
+    );
+    tch::manual_seed(0);
+    let tensors: Vec<(String, Tensor)> = (0..MANY_KEYS / 2)
+        .flat_map(|i| {
+            [
+                (
+                    format!("layers.{i}.weight"),
+                    Tensor::randn([4, 4], (Kind::Float, Device::Cpu)),
+                ),
+                (
+                    format!("layers.{i}.bias"),
+                    Tensor::randn([4], (Kind::Float, Device::Cpu)),
+                ),
+            ]
+        })
+        .collect();
+    checkpoint::write(&tensors, &Default::default(), &input)?;
+    drop(tensors);
+    let plan = tchprune::plan::Plan::from_json(
+        r#"{"steps": [{"method": "l1_unstructured", "params": ["*.weight"], "amount": 0.5}]}"#,
+        dir.path(),
+        "plan",
+    )?;
+    let registry = tchprune::Registry::with_builtins();
+    let apply = median_time(
+        runs,
+        || (),
+        |()| {
+            let state = tchprune::plan::PrunedState::from_checkpoint(
+                checkpoint::read(&input).expect("reads"),
+            )
+            .expect("a state");
+            let state = state
+                .apply_plan(&plan, &registry, &mut |_, _| {})
+                .expect("applies");
+            let out = state
+                .to_checkpoint(MaskDtype::Parameter)
+                .expect("a checkpoint");
+            checkpoint::write(&out.tensors, &out.metadata, &output).expect("writes");
+        },
+    );
+    let stats = median_time(
+        runs,
+        || (),
+        |()| {
+            let state = tchprune::plan::PrunedState::from_checkpoint(
+                checkpoint::read(&output).expect("reads"),
+            )
+            .expect("a state");
+            let _rows = state.sparsity().expect("sparsity");
+        },
+    );
+    Ok(json!({"apply": {"seconds": apply}, "stats": {"seconds": stats}}))
+}
+
 fn bytes_in_memory(model: &Module) -> usize {
     model
         .named_parameters()
@@ -374,6 +442,7 @@ pub fn run(id: &str, runs: usize) -> Result<Value> {
         "train_step_varstore_tch_adam" => train_step_varstore(Update::TchAdamThenMasks, runs * 6),
         "train_step_module_adam" => mlp_overhead(MlpStep::TrainAdam, runs * 6),
         "state_bytes" => state_bytes()?,
+        "many_keys" => many_keys((runs / 2).max(3))?,
         other => anyhow::bail!("unknown workload {other}"),
     })
 }

@@ -1,10 +1,10 @@
 //! What each subcommand does.
 
 use crate::args::{Command, MaskDtypeArg};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use tchprune::checkpoint::{self, MaskDtype};
 use tchprune::plan::{Plan, PrunedState};
@@ -47,21 +47,10 @@ fn load_plugins(registry: &mut Registry, plugins: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
-/// Refuses to write over the input: outputs never replace inputs.
+/// Refuses outputs that would replace the input (also through a symlink or a hardlink) or a
+/// file that is not a regular file.
 fn check_distinct(input: &Path, output: &Path) -> Result<()> {
-    let canonical = |path: &Path| -> Option<PathBuf> {
-        let parent = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        Some(parent.canonicalize().ok()?.join(path.file_name()?))
-    };
-    if let (Some(a), Some(b)) = (canonical(input), canonical(output)) {
-        if a == b {
-            bail!("the output {} would overwrite the input", output.display());
-        }
-    }
-    Ok(())
+    Ok(tchprune::files::check_distinct(input, output)?)
 }
 
 fn read_state(input: &Path) -> Result<PrunedState> {
@@ -98,14 +87,22 @@ fn apply(
     };
     let pruned = state.to_checkpoint(mask_dtype)?;
     checkpoint::write(&pruned.tensors, &pruned.metadata, output)?;
+    let keys = state.keys();
     println!(
         "{} steps applied, {} of {} parameters pruned: {}",
         plan.steps.len(),
-        state.keys().iter().filter(|k| state.is_pruned(k)).count(),
-        state.keys().len(),
+        keys.iter().filter(|k| state.is_pruned(k)).count(),
+        keys.len(),
         output.display()
     );
+    exit_soon((state, pruned));
     Ok(())
+}
+
+/// The process ends right after a command: freeing a large checkpoint's tensors one by one
+/// would take longer than the operating system does all at once.
+fn exit_soon<T>(value: T) {
+    std::mem::forget(value);
 }
 
 fn progress_bar(entries: usize) -> ProgressBar {
@@ -153,22 +150,27 @@ fn stats(file: &Path, as_json: bool) -> Result<()> {
         return Ok(());
     }
     let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(0).max(9);
-    println!(
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    writeln!(
+        out,
         "{:width$}  {:>6}  {:>12}  {:>12}  {:>8}",
         "parameter", "pruned", "zeros", "entries", "sparsity"
-    );
+    )?;
     for row in &rows {
         let (name, pruned) = match row.name.as_str() {
             "global" => ("total", ""),
             name => (name, if state.is_pruned(name) { "yes" } else { "no" }),
         };
-        println!(
+        writeln!(
+            out,
             "{name:width$}  {pruned:>6}  {:>12}  {:>12}  {:>7.2}%",
             row.zeros,
             row.total,
             row.percent()
-        );
+        )?;
     }
+    out.flush()?;
+    exit_soon(state);
     Ok(())
 }
 
@@ -180,6 +182,9 @@ fn methods(plugins: &[PathBuf]) -> Result<()> {
             "{:width$}  {:12}  {}  ({})",
             entry.name, entry.pruning_type, entry.origin, entry.description
         );
+        for (argument, meaning) in &entry.arguments {
+            println!("{:width$}    {argument}: {meaning}", "");
+        }
     }
     Ok(())
 }
@@ -194,5 +199,6 @@ fn finalize(input: &Path, output: &Path) -> Result<()> {
         "{pruned} pruned parameters made permanent: {}",
         output.display()
     );
+    exit_soon(plain);
     Ok(())
 }

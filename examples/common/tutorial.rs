@@ -14,11 +14,7 @@ fn names(entries: &[(String, Tensor)]) -> Vec<&str> {
 }
 
 fn hooks(module: &Module) -> String {
-    let hooks: Vec<String> = module
-        .pruning_hooks()
-        .iter()
-        .map(|h| format!("{h:?}"))
-        .collect();
+    let hooks: Vec<String> = module.pruning_hooks().map(|h| format!("{h:?}")).collect();
     format!("[{}]", hooks.join(", "))
 }
 

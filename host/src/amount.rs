@@ -45,9 +45,13 @@ impl Amount {
                 "an amount must be a number (an integer count or a float fraction)",
             ));
         };
+        let literal = number.to_string();
+        let integer_literal = !literal.contains(['.', 'e', 'E']);
         let amount = if let Some(count) = number.as_i64() {
             Amount::Count(count)
-        } else if number.is_u64() {
+        } else if integer_literal && literal.starts_with('-') {
+            return Err(invalid("a count must be a non-negative integer"));
+        } else if integer_literal {
             return Err(invalid("the count is too large"));
         } else {
             Amount::Fraction(

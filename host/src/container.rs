@@ -83,8 +83,35 @@ impl fmt::Debug for PruningContainer {
     }
 }
 
+/// A libtorch error raised inside `method` as the method's failure to prune `t`'s dtype:
+/// libtorch's kernels are what cannot handle a dtype, and its message names only the kernel.
+fn unsupported_dtype(method: &dyn PruningMethod, t: &Tensor, error: PruneError) -> PruneError {
+    match error {
+        PruneError::Torch(error) => {
+            let detail = error.to_string();
+            let detail = detail.lines().next().unwrap_or_default();
+            let detail = detail
+                .strip_prefix("Internal torch error: ")
+                .unwrap_or(detail);
+            PruneError::MethodFailed {
+                method: method.name().to_owned(),
+                reason: format!("cannot prune {:?} tensors (libtorch: {detail})", t.kind()),
+            }
+        }
+        other => other,
+    }
+}
+
 /// Runs `method` on the part of `t` that `mask` leaves unpruned and writes its partial mask back.
 pub(crate) fn combine_masks(
+    method: &dyn PruningMethod,
+    t: &Tensor,
+    mask: &Tensor,
+) -> Result<Tensor> {
+    combine_masks_unchecked_dtype(method, t, mask).map_err(|e| unsupported_dtype(method, t, e))
+}
+
+fn combine_masks_unchecked_dtype(
     method: &dyn PruningMethod,
     t: &Tensor,
     mask: &Tensor,
@@ -129,6 +156,7 @@ pub(crate) fn first_mask(method: &dyn PruningMethod, scores: &Tensor) -> Result<
         method.compute_mask(scores, &everything),
         &everything,
     )
+    .map_err(|e| unsupported_dtype(method, scores, e))
 }
 
 /// A method's result as a `bool` mask, after checking what every method must guarantee: the
@@ -147,9 +175,18 @@ pub(crate) fn checked_mask(
             actual: mask.size(),
         });
     }
-    let mask = to_binary_mask(&mask.f_to_device(default_mask.device())?, &what())?;
-    let revived = mask.f_logical_and(&default_mask.f_logical_not()?)?;
-    if revived.f_any()?.f_int64_value(&[])? != 0 {
+    let mask = match mask.device() == default_mask.device() {
+        true => to_binary_mask(&mask, &what())?,
+        false => to_binary_mask(&mask.f_to_device(default_mask.device())?, &what())?,
+    };
+    let revived = match crate::small_loops::revives(&mask, default_mask) {
+        Some(revived) => revived,
+        None => {
+            let revived = mask.f_logical_and(&default_mask.f_logical_not()?)?;
+            revived.f_any()?.f_int64_value(&[])? != 0
+        }
+    };
+    if revived {
         return Err(PruneError::RevivedEntries(what()));
     }
     Ok(mask)

@@ -49,6 +49,23 @@ pub(crate) trait MaskStore {
     fn commit(&mut self, planned: PlannedMask);
 }
 
+/// How many entries of the tensor at `path` are zero as the forward pass sees it, and how many
+/// there are; counted in place where it can be, without computing `orig * mask`.
+pub(crate) fn count_zeros(store: &impl MaskStore, path: &str) -> Result<(i64, i64)> {
+    let (stored, mask) = store.stored(path)?;
+    let total = stored.numel() as i64;
+    let counted = match &mask {
+        Some(mask) => crate::small_loops::count_zeros_masked(&stored, mask),
+        None => crate::small_loops::count_zeros(&stored),
+    };
+    if let Some(zeros) = counted {
+        return Ok((zeros, total));
+    }
+    let (seen, _) = store.current(path)?;
+    let zeros = tch::no_grad(|| seen.f_eq(0)?.f_sum(tch::Kind::Int64)?.f_int64_value(&[]))?;
+    Ok((zeros, total))
+}
+
 /// `scores` when given (checked against the tensor's shape), else the tensor itself.
 fn checked_scores(scores: Option<&Tensor>, tensor: Tensor, path: &str) -> Result<Tensor> {
     match scores {
@@ -98,15 +115,33 @@ pub(crate) fn apply(
     Ok(())
 }
 
-/// Prunes several distinct tensors as one operation: all are planned and checked before the
-/// first is written.
-pub(crate) fn apply_all(
-    store: &mut impl MaskStore,
-    prunings: Vec<(String, Arc<dyn PruningMethod>)>,
-) -> Result<()> {
-    let planned = prunings
+/// Prunes each tensor at `path` with the mask a checkpoint holds for it (its history: one
+/// `custom_from_mask`), as one operation. A tensor pruned already gets the mask on top of its
+/// own, as `custom_from_mask` would; an unpruned one takes it as it is, without running a method.
+pub(crate) fn restore_all(store: &mut impl MaskStore, masks: Vec<(String, Tensor)>) -> Result<()> {
+    let planned = masks
         .into_iter()
-        .map(|(path, method)| plan(store, &path, method, None))
+        .map(|(path, mask)| {
+            let restore = CustomFromMask::new(&mask).map_err(|e| e.at(&path))?;
+            let mask = restore.bool_mask();
+            let method = Arc::new(restore);
+            let (tensor, current) = store.stored(&path)?;
+            if current.is_some() {
+                return plan(store, &path, method, None);
+            }
+            if mask.size() != tensor.size() {
+                return Err(PruneError::ShapeMismatch {
+                    what: format!("the mask of '{path}'"),
+                    expected: tensor.size(),
+                    actual: mask.size(),
+                });
+            }
+            let mask = match mask.device() == tensor.device() {
+                true => mask,
+                false => mask.f_to_device(tensor.device())?,
+            };
+            Ok(PlannedMask { path, method, mask })
+        })
         .collect::<Result<Vec<_>>>()?;
     for planned in planned {
         store.commit(planned);

@@ -111,12 +111,16 @@ pub enum PruneError {
     #[error("unknown pruning method '{0}'")]
     UnknownMethod(String),
     /// Two methods registered under one name.
-    #[error("a pruning method named '{name}' is already registered ({existing})")]
+    #[error(
+        "a pruning method named '{name}' is already registered ({existing}); {new} has one too"
+    )]
     DuplicateMethod {
         /// The name.
         name: String,
         /// Where the first one came from.
         existing: String,
+        /// Where the second one comes from.
+        new: String,
     },
     /// A JSON argument that is missing, unknown or of the wrong type.
     #[error("method {method}: argument '{argument}': {reason}")]
@@ -134,6 +138,19 @@ pub enum PruneError {
     /// A checkpoint that does not fit the model.
     #[error("state_dict does not fit the model: {0}")]
     StateDict(String),
+    /// A file that cannot be read or written as what it should be (a corrupt safetensors
+    /// header, a header too large to read back).
+    #[error("{path}: {reason}")]
+    InvalidFile {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Checkpoint contents that tchprune cannot take (a damaged pruned pair, a key that is not a
+    /// dotted path).
+    #[error("{0}")]
+    InvalidCheckpoint(String),
     /// A pruning method reported a failure of its own.
     #[error("method {method} failed: {reason}")]
     MethodFailed {
@@ -212,16 +229,48 @@ pub enum PruneError {
         error: Box<PruneError>,
     },
     /// An I/O error, with the path it concerns.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: String,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
+    },
+    /// A path that names something other than a regular file.
+    #[error("{path}: not a regular file (a {kind})")]
+    NotRegularFile {
+        /// The path.
+        path: String,
+        /// What it is instead.
+        kind: &'static str,
+    },
+    /// A file larger than what is read of its kind.
+    #[error("{path}: larger than {limit} bytes")]
+    TooLarge {
+        /// The path.
+        path: String,
+        /// The most that is read.
+        limit: u64,
+    },
+    /// An output that is the input under another name.
+    #[error("the output {output} is the input {input} (the same file): inputs are never replaced")]
+    SameFile {
+        /// The input path.
+        input: String,
+        /// The output path.
+        output: String,
     },
     /// An error raised by libtorch.
     #[error("libtorch: {0}")]
-    Torch(#[from] TchError),
+    Torch(TchError),
+}
+
+// Not `#[from]`: that would make libtorch's error the `source` as well, and printers that
+// follow sources would repeat its text.
+impl From<TchError> for PruneError {
+    fn from(error: TchError) -> Self {
+        PruneError::Torch(error)
+    }
 }
 
 impl PruneError {

@@ -257,14 +257,12 @@ fn batch_norm_module(
 /// ```
 pub fn sequential(layers: impl IntoIterator<Item = Module>) -> Module {
     let mut module = Module::new("Sequential");
-    let mut count = 0;
     for (index, layer) in layers.into_iter().enumerate() {
         module = module.with_child(&index.to_string(), layer);
-        count = index + 1;
     }
     module.with_forward(move |m, xs, train| {
-        (0..count).fold(xs.shallow_clone(), |xs, index| {
-            m.children()[index].1.forward_t(&xs, train)
+        m.children().fold(xs.shallow_clone(), |xs, (_, layer)| {
+            layer.forward_t(&xs, train)
         })
     })
 }

@@ -9,6 +9,7 @@
 
 use crate::container::PruningContainer;
 use crate::error::{PruneError, Result};
+use crate::ordered::Ordered;
 use crate::product_cache::ProductCache;
 use std::fmt;
 use std::sync::Arc;
@@ -35,10 +36,11 @@ pub type ForwardFn = Arc<dyn Fn(&Module, &Tensor, bool) -> Tensor + Send + Sync>
 /// ```
 pub struct Module {
     kind: String,
-    parameters: Vec<(String, Tensor)>,
-    buffers: Vec<(String, Tensor)>,
-    children: Vec<(String, Module)>,
-    hooks: Vec<PruningContainer>,
+    parameters: Ordered<Tensor>,
+    buffers: Ordered<Tensor>,
+    children: Ordered<Module>,
+    /// Pruning hooks by tensor name, in PyTorch's `_forward_pre_hooks` order.
+    hooks: Ordered<PruningContainer>,
     forward: Option<ForwardFn>,
     products: ProductCache,
 }
@@ -48,10 +50,10 @@ impl Module {
     pub fn new(kind: impl Into<String>) -> Self {
         Self {
             kind: kind.into(),
-            parameters: Vec::new(),
-            buffers: Vec::new(),
-            children: Vec::new(),
-            hooks: Vec::new(),
+            parameters: Ordered::default(),
+            buffers: Ordered::default(),
+            children: Ordered::default(),
+            hooks: Ordered::default(),
             forward: None,
             products: ProductCache::default(),
         }
@@ -108,30 +110,30 @@ impl Module {
 
     /// True when `name` is a parameter, a buffer, a child or a pruned tensor of this module.
     pub fn has_attribute(&self, name: &str) -> bool {
-        self.parameter(name).is_some()
-            || self.buffer(name).is_some()
-            || self.child(name).is_some()
-            || self.pruning_hook(name).is_some()
+        self.parameters.contains(name)
+            || self.buffers.contains(name)
+            || self.children.contains(name)
+            || self.hooks.contains(name)
     }
 
     /// Registers a parameter at the end of the parameter list.
     pub fn add_parameter(&mut self, name: &str, tensor: Tensor) -> Result<()> {
         self.check_free(name)?;
-        self.parameters.push((name.to_owned(), tensor));
+        self.parameters.push(name.to_owned(), tensor);
         Ok(())
     }
 
     /// Registers a buffer at the end of the buffer list.
     pub fn add_buffer(&mut self, name: &str, tensor: Tensor) -> Result<()> {
         self.check_free(name)?;
-        self.buffers.push((name.to_owned(), tensor));
+        self.buffers.push(name.to_owned(), tensor);
         Ok(())
     }
 
     /// Registers a child module.
     pub fn add_child(&mut self, name: &str, child: Module) -> Result<()> {
         self.check_free(name)?;
-        self.children.push((name.to_owned(), child));
+        self.children.push(name.to_owned(), child);
         Ok(())
     }
 
@@ -140,42 +142,39 @@ impl Module {
         &self.kind
     }
 
-    /// This module's own parameters, in registration order.
-    pub fn parameters(&self) -> &[(String, Tensor)] {
-        &self.parameters
+    /// This module's own parameters with their names, in registration order.
+    pub fn parameters(&self) -> impl Iterator<Item = (&str, &Tensor)> {
+        self.parameters.iter()
     }
 
-    /// This module's own buffers, in registration order.
-    pub fn buffers(&self) -> &[(String, Tensor)] {
-        &self.buffers
+    /// This module's own buffers with their names, in registration order.
+    pub fn buffers(&self) -> impl Iterator<Item = (&str, &Tensor)> {
+        self.buffers.iter()
     }
 
-    /// This module's children, in registration order.
-    pub fn children(&self) -> &[(String, Module)] {
-        &self.children
+    /// This module's children with their names, in registration order.
+    pub fn children(&self) -> impl Iterator<Item = (&str, &Module)> {
+        self.children.iter()
     }
 
     /// The parameter `name` of this module.
     pub fn parameter(&self, name: &str) -> Option<&Tensor> {
-        lookup(&self.parameters, name)
+        self.parameters.get(name)
     }
 
     /// The buffer `name` of this module.
     pub fn buffer(&self, name: &str) -> Option<&Tensor> {
-        lookup(&self.buffers, name)
+        self.buffers.get(name)
     }
 
     /// The child `name` of this module.
     pub fn child(&self, name: &str) -> Option<&Module> {
-        lookup(&self.children, name)
+        self.children.get(name)
     }
 
     /// The child `name` of this module, mutably.
     pub fn child_mut(&mut self, name: &str) -> Option<&mut Module> {
-        self.children
-            .iter_mut()
-            .find(|(n, _)| n == name)
-            .map(|(_, child)| child)
+        self.children.get_mut(name)
     }
 
     /// The sub-module at a dotted `path` (`"features.conv1"`); `""` is this module.
@@ -204,13 +203,13 @@ impl Module {
 
     /// The pruning hook (the method history) of tensor `name`, if it is pruned.
     pub fn pruning_hook(&self, name: &str) -> Option<&PruningContainer> {
-        self.hooks.iter().find(|hook| hook.tensor_name() == name)
+        self.hooks.get(name)
     }
 
     /// This module's pruning hooks in the order PyTorch keeps its `_forward_pre_hooks`: a hook
     /// moves to the end each time its tensor is pruned again.
-    pub fn pruning_hooks(&self) -> &[PruningContainer] {
-        &self.hooks
+    pub fn pruning_hooks(&self) -> impl Iterator<Item = &PruningContainer> {
+        self.hooks.values()
     }
 
     /// The tensor `name` as the forward pass sees it: `name_orig * name_mask` when it is pruned,
@@ -282,7 +281,7 @@ impl Module {
         f: &mut dyn FnMut(&str, &mut Module) -> Result<(), E>,
     ) -> Result<(), E> {
         f(prefix, self)?;
-        for (name, child) in &mut self.children {
+        for (name, child) in self.children.iter_mut() {
             child.try_for_each_mut(&join(prefix, name), f)?;
         }
         Ok(())
@@ -290,7 +289,7 @@ impl Module {
 
     fn visit<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(&str, &'a Module)) {
         f(prefix, self);
-        for (name, child) in &self.children {
+        for (name, child) in self.children.iter() {
             child.visit(&join(prefix, name), f);
         }
     }
@@ -306,7 +305,7 @@ impl Module {
         self.collect(|m| &m.buffers)
     }
 
-    fn collect(&self, own: fn(&Module) -> &Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
+    fn collect(&self, own: fn(&Module) -> &Ordered<Tensor>) -> Vec<(String, Tensor)> {
         self.named_modules()
             .into_iter()
             .flat_map(|(prefix, module)| {
@@ -322,10 +321,10 @@ impl Module {
     pub fn state_dict(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();
         for (prefix, module) in self.named_modules() {
-            for (name, t) in &module.parameters {
-                out.push((join(&prefix, name), t.detach()));
+            for (name, t) in module.parameters.iter() {
+                out.push((join(&prefix, name), detached(t)));
             }
-            for (name, t) in &module.buffers {
+            for (name, t) in module.buffers.iter() {
                 out.push((join(&prefix, name), module.buffer_for_export(name, t)));
             }
         }
@@ -340,28 +339,26 @@ impl Module {
             .and_then(|tensor| self.parameter(&orig_name(tensor)));
         match orig {
             Some(orig) => t.to_kind(orig.kind()),
-            None => t.detach(),
+            None => detached(t),
         }
     }
 
     /// True when this module or any sub-module has a pruned tensor.
     pub fn is_pruned(&self) -> bool {
-        self.named_modules()
-            .iter()
-            .any(|(_, module)| !module.hooks.is_empty())
+        !self.hooks.is_empty() || self.children.values().any(Module::is_pruned)
     }
 
-    pub(crate) fn parameters_mut(&mut self) -> &mut Vec<(String, Tensor)> {
+    pub(crate) fn parameters_mut(&mut self) -> &mut Ordered<Tensor> {
         self.products.clear();
         &mut self.parameters
     }
 
-    pub(crate) fn buffers_mut(&mut self) -> &mut Vec<(String, Tensor)> {
+    pub(crate) fn buffers_mut(&mut self) -> &mut Ordered<Tensor> {
         self.products.clear();
         &mut self.buffers
     }
 
-    pub(crate) fn hooks_mut(&mut self) -> &mut Vec<PruningContainer> {
+    pub(crate) fn hooks_mut(&mut self) -> &mut Ordered<PruningContainer> {
         self.products.clear();
         &mut self.hooks
     }
@@ -369,17 +366,19 @@ impl Module {
 
 impl fmt::Debug for Module {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names = |entries: &[(String, Tensor)]| {
+        let names = |entries: &Ordered<Tensor>| {
             entries
                 .iter()
                 .map(|(name, t)| format!("{name}: {:?} {:?}", t.kind(), t.size()))
                 .collect::<Vec<_>>()
         };
+        let hooks: Vec<&PruningContainer> = self.hooks.values().collect();
+        let children: Vec<(&str, &Module)> = self.children.iter().collect();
         f.debug_struct(&self.kind)
             .field("parameters", &names(&self.parameters))
             .field("buffers", &names(&self.buffers))
-            .field("hooks", &self.hooks)
-            .field("children", &self.children)
+            .field("hooks", &hooks)
+            .field("children", &children)
             .finish()
     }
 }
@@ -393,8 +392,14 @@ impl tch::nn::ModuleT for Module {
     }
 }
 
-fn lookup<'a, T>(entries: &'a [(String, T)], name: &str) -> Option<&'a T> {
-    entries.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+/// `t` without its autograd history; a tensor that has none is shared as it is (a state_dict
+/// of 100,000 tensors would otherwise pay 100,000 libtorch calls for nothing).
+fn detached(t: &Tensor) -> Tensor {
+    if t.requires_grad() {
+        t.detach()
+    } else {
+        t.shallow_clone()
+    }
 }
 
 /// `prefix.name`, or `name` at the root.

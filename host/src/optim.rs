@@ -267,8 +267,7 @@ unsafe fn kept_chunk_avx2<T: Element>(
 /// How many entries each worker takes when `count` entries are shared among the cores (an
 /// update costs more per entry than the passes `crate::parallel` splits, so smaller pieces pay).
 fn piece_size(count: usize) -> usize {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let workers = (count / MIN_ENTRIES_PER_THREAD).clamp(1, threads);
+    let workers = (count / MIN_ENTRIES_PER_THREAD).clamp(1, parallel::threads());
     count.div_ceil(workers).max(1)
 }
 

@@ -6,11 +6,15 @@ use std::thread;
 /// Inputs below this many entries per worker run on the calling thread.
 const MIN_CHUNK: usize = 1 << 20;
 
-/// How many workers a large input is split among: the CPU's cores, at most 16.
-fn threads() -> usize {
-    thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(16)
+/// How many workers a large input is split among: the CPU's cores, at most 16. Asked once:
+/// the answer comes from cgroup files, which cost more to read than a small tensor to prune.
+pub(crate) fn threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| {
+        thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(16)
+    })
 }
 
 /// Index ranges covering `0..len`: one per worker for large inputs, at most 2^31 entries each

@@ -65,6 +65,10 @@ pub trait Prunable: sealed::Sealed {
     /// The tensor at `path` as the model's forward pass sees it (`orig * mask` when pruned),
     /// detached.
     fn tensor(&self, path: &str) -> Result<Tensor>;
+
+    /// How many entries of the tensor at `path` are zero as the forward pass sees it, and how
+    /// many entries it has.
+    fn count_zeros(&self, path: &str) -> Result<(i64, i64)>;
 }
 
 impl Prunable for Module {
@@ -97,6 +101,10 @@ impl Prunable for Module {
     fn tensor(&self, path: &str) -> Result<Tensor> {
         use crate::engine::MaskStore;
         Ok(self.current(path)?.0.detach())
+    }
+
+    fn count_zeros(&self, path: &str) -> Result<(i64, i64)> {
+        engine::count_zeros(self, path)
     }
 }
 

@@ -28,6 +28,8 @@ pub struct MethodEntry {
     pub pruning_type: &'static str,
     /// One line saying what it does.
     pub description: &'static str,
+    /// The arguments it takes: name and meaning.
+    pub arguments: &'static [(&'static str, &'static str)],
     /// Builds it from JSON arguments.
     pub build: BuildFn,
 }
@@ -63,6 +65,8 @@ pub struct Registered {
     pub description: String,
     /// Where it comes from.
     pub origin: Origin,
+    /// The arguments it takes: name and meaning.
+    pub arguments: Vec<(String, String)>,
     builder: Builder,
 }
 
@@ -90,8 +94,15 @@ impl Registered {
             pruning_type: pruning_type.into(),
             description: description.into(),
             origin,
+            arguments: Vec::new(),
             builder: Arc::new(builder),
         }
+    }
+
+    /// This entry with the arguments it declares (name and meaning).
+    pub fn with_arguments(mut self, arguments: Vec<(String, String)>) -> Self {
+        self.arguments = arguments;
+        self
     }
 
     /// Builds the method from its JSON arguments.
@@ -126,6 +137,9 @@ impl Registry {
             .into_iter()
             .map(|entry| {
                 let build = entry.build;
+                let arguments = (entry.arguments.iter())
+                    .map(|(name, meaning)| (name.to_string(), meaning.to_string()))
+                    .collect();
                 Registered::new(
                     entry.name,
                     entry.pruning_type,
@@ -133,6 +147,7 @@ impl Registry {
                     Origin::BuiltIn,
                     build,
                 )
+                .with_arguments(arguments)
             })
             .collect();
         entries.sort_by(|a, b| a.name.cmp(&b.name));
@@ -153,6 +168,7 @@ impl Registry {
                 return Err(PruneError::DuplicateMethod {
                     name: entry.name.clone(),
                     existing: existing.origin.to_string(),
+                    new: entry.origin.to_string(),
                 });
             }
         }
@@ -162,15 +178,44 @@ impl Registry {
     }
 
     /// Loads the plugin file at `path` and registers its methods (all or none); returns their
-    /// names.
+    /// names. Loading a file that is loaded already (under any path to it) changes nothing.
     pub fn load_plugin(&mut self, path: impl AsRef<Path>) -> Result<Vec<String>> {
-        self.register_all(crate::plugin::load(path.as_ref())?)
+        let path = path.as_ref();
+        if let Some(names) = self.loaded_from(path) {
+            return Ok(names);
+        }
+        self.register_all(crate::plugin::load(path)?)
     }
 
-    /// Loads every plugin in the directory `dir` (see [`crate::plugin::load_dir`]) and registers
-    /// their methods (all or none); returns their names.
+    /// Loads every plugin in the directory `dir` (see [`crate::plugin::plugin_files`]) and
+    /// registers their methods (all or none); returns their names. Files loaded already change
+    /// nothing.
     pub fn load_plugin_dir(&mut self, dir: impl AsRef<Path>) -> Result<Vec<String>> {
-        self.register_all(crate::plugin::load_dir(dir.as_ref())?)
+        let mut names = Vec::new();
+        let mut entries = Vec::new();
+        for file in crate::plugin::plugin_files(dir.as_ref())? {
+            match self.loaded_from(&file) {
+                Some(loaded) => names.extend(loaded),
+                None => entries.extend(crate::plugin::load(&file)?),
+            }
+        }
+        names.extend(self.register_all(entries)?);
+        Ok(names)
+    }
+
+    /// The names of the methods loaded from the plugin file at `path`, if it is loaded.
+    fn loaded_from(&self, path: &Path) -> Option<Vec<String>> {
+        let file = path.canonicalize().ok()?;
+        let names: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|entry| match &entry.origin {
+                Origin::Plugin(loaded) => loaded.canonicalize().is_ok_and(|l| l == file),
+                Origin::BuiltIn => false,
+            })
+            .map(|entry| entry.name.clone())
+            .collect();
+        (!names.is_empty()).then_some(names)
     }
 
     /// The method registered under `name`.

@@ -25,9 +25,8 @@ pub(crate) fn describe_module(module_path: &str, module: &Module) -> String {
 pub(crate) fn unknown_parameter(path: &str, module_path: &str, module: &Module) -> PruneError {
     let mut names: Vec<&str> = module
         .parameters()
-        .iter()
-        .map(|(name, _)| name.as_str())
-        .chain(module.pruning_hooks().iter().map(|h| h.tensor_name()))
+        .map(|(name, _)| name)
+        .chain(module.pruning_hooks().map(|h| h.tensor_name()))
         .filter(|name| {
             !name
                 .strip_suffix("_orig")
@@ -58,7 +57,7 @@ fn tensor_state(root: &Module, path: &str, as_seen: bool) -> Result<(Tensor, Opt
         let tensor = if as_seen {
             module.try_get(name).map_err(|e| e.at(path))?
         } else {
-            orig.detach()
+            orig.shallow_clone()
         };
         return Ok((tensor, Some(mask.shallow_clone())));
     }
@@ -73,7 +72,7 @@ fn tensor_state(root: &Module, path: &str, as_seen: bool) -> Result<(Tensor, Opt
             });
         }
     }
-    Ok((parameter.detach(), None))
+    Ok((parameter.shallow_clone(), None))
 }
 
 impl MaskStore for Module {
@@ -91,38 +90,26 @@ impl MaskStore for Module {
             .submodule_mut(module_path)
             .expect("the sub-module was found while planning");
         let mask = planned.mask;
-        match module
-            .hooks_mut()
-            .iter()
-            .position(|h| h.tensor_name() == name)
-        {
+        match module.hooks_mut().get_mut(name) {
             None => {
-                let parameters = module.parameters_mut();
-                let index = parameters
-                    .iter()
-                    .position(|(n, _)| n == name)
-                    .expect("planned");
-                let (_, orig) = parameters.remove(index);
-                parameters.push((orig_name(name), orig));
-                module.buffers_mut().push((mask_name(name), mask));
+                let orig = module
+                    .parameters_mut()
+                    .remove(name)
+                    .expect("planned: the parameter exists");
+                module.parameters_mut().push(orig_name(name), orig);
+                module.buffers_mut().push(mask_name(name), mask);
                 let mut hook = PruningContainer::new(name);
                 hook.add_pruning_method(name, planned.method)
                     .expect("same tensor name");
-                module.hooks_mut().push(hook);
+                module.hooks_mut().push(name.to_owned(), hook);
             }
-            Some(index) => {
-                let mask_key = mask_name(name);
-                if let Some((_, buffer)) = module
-                    .buffers_mut()
-                    .iter_mut()
-                    .find(|(n, _)| *n == mask_key)
-                {
-                    *buffer = mask;
-                }
-                let mut hook = module.hooks_mut().remove(index);
+            Some(hook) => {
                 hook.add_pruning_method(name, planned.method)
                     .expect("same tensor name");
-                module.hooks_mut().push(hook);
+                if let Some(buffer) = module.buffers_mut().get_mut(&mask_name(name)) {
+                    *buffer = mask;
+                }
+                module.hooks_mut().move_to_end(name);
             }
         }
     }
@@ -134,20 +121,17 @@ impl MaskStore for Module {
 pub(crate) fn remove(root: &mut Module, path: &str) -> Result<()> {
     let (module_path, name) = split_tensor_path(path);
     let module = root.submodule_mut(module_path)?;
-    let hook_index = module
-        .pruning_hooks()
-        .iter()
-        .position(|hook| hook.tensor_name() == name)
-        .ok_or_else(|| PruneError::NotPruned {
+    if module.pruning_hook(name).is_none() {
+        return Err(PruneError::NotPruned {
             path: path.to_owned(),
-        })?;
+        });
+    }
     let (orig, mask) = module.pruned_pair(name).map_err(|e| e.at(path))?;
     let mut orig = orig.shallow_clone();
     mask_in_place::mul_mask_(&mut orig, mask)?;
-    let (orig_key, mask_key) = (orig_name(name), mask_name(name));
-    module.parameters_mut().retain(|(n, _)| *n != orig_key);
-    module.buffers_mut().retain(|(n, _)| *n != mask_key);
-    module.hooks_mut().remove(hook_index);
-    module.parameters_mut().push((name.to_owned(), orig));
+    module.parameters_mut().remove(&orig_name(name));
+    module.buffers_mut().remove(&mask_name(name));
+    module.hooks_mut().remove(name);
+    module.parameters_mut().push(name.to_owned(), orig);
     Ok(())
 }

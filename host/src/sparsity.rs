@@ -1,7 +1,6 @@
 //! How much of a model is pruned: the numbers the tutorial prints.
 
 use crate::prune::Prunable;
-use tch::Kind;
 
 /// The zeros of one tensor as the forward pass sees it.
 #[derive(Clone, Debug, PartialEq)]
@@ -31,12 +30,11 @@ impl Sparsity {
 pub fn sparsity(root: &impl Prunable, paths: &[&str]) -> crate::Result<Vec<Sparsity>> {
     let mut rows = Vec::with_capacity(paths.len() + 1);
     for path in paths {
-        let tensor = root.tensor(path)?;
-        let zeros = tensor.f_eq(0)?.f_sum(Kind::Int64)?.f_int64_value(&[])?;
+        let (zeros, total) = root.count_zeros(path)?;
         rows.push(Sparsity {
             name: (*path).to_owned(),
             zeros,
-            total: tensor.numel() as i64,
+            total,
         });
     }
     let global = Sparsity {

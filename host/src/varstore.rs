@@ -232,27 +232,29 @@ impl VarStorePruner {
         if self.pruned.is_empty() {
             return BTreeMap::new();
         }
-        let history: BTreeMap<&str, Vec<Value>> = self
-            .pruned
-            .iter()
-            .map(|(name, pruned)| {
-                let records = pruned
-                    .history
-                    .history()
-                    .iter()
-                    .map(|method| {
-                        let mut record = json!({"method": method.name()});
-                        if let (Some(record), Value::Object(args)) =
-                            (record.as_object_mut(), method.arguments())
-                        {
-                            record.extend(args);
-                        }
-                        record
-                    })
-                    .collect();
-                (name.as_str(), records)
-            })
-            .collect();
+        let history: BTreeMap<&str, Vec<Value>> =
+            self.pruned
+                .iter()
+                .map(|(name, pruned)| {
+                    let records = pruned
+                        .history
+                        .history()
+                        .iter()
+                        .map(|method| {
+                            let mut record = json!({"method": method.name()});
+                            if let (Some(record), Value::Object(args)) =
+                                (record.as_object_mut(), method.arguments())
+                            {
+                                record.extend(args.into_iter().map(|(key, value)| {
+                                    (key, crate::plan::recorded_argument(value))
+                                }));
+                            }
+                            record
+                        })
+                        .collect();
+                    (name.as_str(), records)
+                })
+                .collect();
         let text = serde_json::to_string(&history).expect("JSON values serialize");
         BTreeMap::from([(HISTORY_METADATA_KEY.to_owned(), text)])
     }
@@ -522,5 +524,9 @@ impl Prunable for VarStorePruner {
 
     fn tensor(&self, path: &str) -> Result<Tensor> {
         Ok(self.current(path)?.0)
+    }
+
+    fn count_zeros(&self, path: &str) -> Result<(i64, i64)> {
+        crate::engine::count_zeros(self, path)
     }
 }

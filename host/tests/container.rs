@@ -65,7 +65,7 @@ fn multiple_prunings_build_the_history() {
         hook.method_names(),
         ["l1_unstructured", "ln_structured", "random_unstructured"]
     );
-    assert_eq!(model.pruning_hooks().len(), 1, "one hook per tensor");
+    assert_eq!(model.pruning_hooks().count(), 1, "one hook per tensor");
 }
 
 #[test]

@@ -68,7 +68,6 @@ fn tutorial_names_order_and_hooks() {
     prune::ln_structured(conv1, "weight", 0.5, tchprune::Norm::P(2.0), 0, None).unwrap();
     let hooks: Vec<(&str, Vec<&str>)> = conv1
         .pruning_hooks()
-        .iter()
         .map(|h| (h.tensor_name(), h.method_names()))
         .collect();
     assert_eq!(
@@ -100,7 +99,7 @@ fn tutorial_names_order_and_hooks() {
     let conv1 = model.child("conv1").unwrap();
     assert_eq!(names(conv1.named_parameters()), ["bias_orig", "weight"]);
     assert_eq!(names(conv1.named_buffers()), ["bias_mask"]);
-    assert_eq!(conv1.pruning_hooks().len(), 1);
+    assert_eq!(conv1.pruning_hooks().count(), 1);
 }
 
 #[test]

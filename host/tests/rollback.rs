@@ -21,7 +21,7 @@ fn snapshot(m: &Module) -> (Entries, Entries, Vec<String>) {
     let hooks = m
         .named_modules()
         .iter()
-        .flat_map(|(_, sub)| sub.pruning_hooks().iter().map(|h| format!("{h:?}")))
+        .flat_map(|(_, sub)| sub.pruning_hooks().map(|h| format!("{h:?}")))
         .collect();
     (vals(m.named_parameters()), vals(m.named_buffers()), hooks)
 }

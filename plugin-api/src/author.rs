@@ -124,6 +124,18 @@ impl Arguments {
         Ok(self.get(name)?.unwrap_or(default))
     }
 
+    /// The argument `name` as an [`Amount`](crate::Amount) (an integer literal is a count, a
+    /// float a fraction), if given.
+    pub fn amount(&self, name: &str) -> Result<Option<crate::Amount>, String> {
+        self.values
+            .get(name)
+            .map(|value| {
+                crate::Amount::from_json(value)
+                    .map_err(|err| format!("{}: argument '{name}': {err}", self.method))
+            })
+            .transpose()
+    }
+
     /// The arguments as one JSON object.
     pub fn to_json(&self) -> Value {
         Value::Object(self.values.clone())

@@ -14,6 +14,7 @@
 
 #![warn(missing_docs)]
 
+mod amount;
 pub mod author;
 #[doc = include_str!("../README.md")]
 pub mod guide {}
@@ -22,6 +23,7 @@ mod root_module;
 mod tensor;
 
 pub use abi_stable;
+pub use amount::Amount;
 pub use author::{Argument, Arguments, Method};
 pub use method::{ArgumentInfo, FfiMethod, FfiMethod_TO, MethodBox, MethodInfo, PruningType};
 pub use root_module::{PluginModule, PluginModuleRef, PLUGIN_API_VERSION};

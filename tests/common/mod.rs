@@ -81,7 +81,7 @@ pub fn snapshot(model: &Module) -> (Vec<(String, Vec<f64>)>, Vec<String>) {
     let hooks = model
         .named_modules()
         .iter()
-        .flat_map(|(_, sub)| sub.pruning_hooks().iter().map(|h| format!("{h:?}")))
+        .flat_map(|(_, sub)| sub.pruning_hooks().map(|h| format!("{h:?}")))
         .collect();
     (state, hooks)
 }

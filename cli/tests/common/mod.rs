@@ -144,3 +144,50 @@ pub fn apply(dir: &Path, input: &str, plan: &str, output: &str, extra: &[&str]) 
 pub fn zeros(t: &Tensor) -> i64 {
     t.eq(0).sum(tch::Kind::Int64).int64_value(&[])
 }
+
+/// Runs `tchprune args` in a fresh directory holding LeNet's checkpoint and whatever `setup`
+/// adds, and checks the refusal: a non-zero exit, one line on stderr starting with
+/// `tchprune: error:` and holding every fragment, no file changed or left behind.
+pub fn refused_in(
+    name: &str,
+    setup: impl FnOnce(&Path),
+    args: &[&str],
+    fragments: &[&str],
+) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    lenet_checkpoint(dir.path());
+    setup(dir.path());
+    let before = listing(dir.path());
+    let run = tchprune_in(dir.path(), args);
+    assert!(!run.success, "{name}: tchprune succeeded");
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{name}: not one line:\n{}", run.stderr);
+    assert!(
+        lines[0].starts_with("tchprune: error: "),
+        "{name}: {}",
+        lines[0]
+    );
+    for fragment in fragments {
+        assert!(
+            lines[0].contains(fragment),
+            "{name}: '{fragment}' missing from: {}",
+            lines[0]
+        );
+    }
+    assert_eq!(listing(dir.path()), before, "{name}: files changed");
+    dir
+}
+
+/// The files of `dir` (hidden ones included) with their sizes, sorted.
+pub fn listing(dir: &Path) -> Vec<(String, u64)> {
+    let mut files: Vec<(String, u64)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let len = std::fs::symlink_metadata(e.path()).unwrap().len();
+            (e.file_name().to_string_lossy().into_owned(), len)
+        })
+        .collect();
+    files.sort();
+    files
+}

@@ -1,10 +1,14 @@
-//! Safetensors files: tensors under PyTorch's key names plus string metadata, read through a
-//! memory map and written atomically.
+//! Safetensors files: tensors under PyTorch's key names plus string metadata, read and checked
+//! without trusting the file, written atomically.
 
 use crate::error::{PruneError, Result};
-use safetensors::{tensor::TensorView, Dtype, SafeTensors, View};
+use crate::files;
+use safetensors::tensor::{Metadata, TensorInfo};
+use safetensors::{Dtype, View};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
@@ -17,95 +21,254 @@ pub struct Checkpoint {
     pub metadata: BTreeMap<String, String>,
 }
 
-/// Reads a safetensors file. A missing file, a corrupt header, truncated data or a dtype that
-/// tch has no kind for are errors naming the file.
+/// The largest header safetensors (Rust and Python) reads.
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// One entry of a safetensors header.
+enum HeaderEntry {
+    Metadata(BTreeMap<String, String>),
+    Tensor(TensorInfo),
+}
+
+/// A safetensors header's entries in file order, duplicates kept (a JSON map would drop them),
+/// each parsed straight into its type.
+struct HeaderEntries(Vec<(String, std::result::Result<HeaderEntry, String>)>);
+
+impl<'de> serde::Deserialize<'de> for HeaderEntries {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = HeaderEntries;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<HeaderEntries, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    // A value of the wrong shape is reported with its key; the header is still
+                    // read to its end so that a duplicate key is reported as such.
+                    let value = if key == "__metadata__" {
+                        let value: serde_json::Value = map.next_value()?;
+                        serde_json::from_value(value)
+                            .map(HeaderEntry::Metadata)
+                            .map_err(|e| format!("'__metadata__' is not a map of strings ({e})"))
+                    } else {
+                        let info = map.next_value::<TensorInfo>().map_err(|e| {
+                            <A::Error as serde::de::Error>::custom(format!("key '{key}': {e}"))
+                        })?;
+                        Ok(HeaderEntry::Tensor(info))
+                    };
+                    entries.push((key, value));
+                }
+                Ok(HeaderEntries(entries))
+            }
+        }
+        deserializer.deserialize_map(Entries)
+    }
+}
+
+/// Reads a safetensors file: only a regular file (a FIFO or a device is refused), its header
+/// bounded and checked entry by entry (duplicate keys, offsets, sizes, dtypes) before any data
+/// is read, and the data read into the tensors directly (no memory map: a file truncated by
+/// another process meanwhile is an error, not a crash). Errors name the file and the key.
 pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
     let path = path.as_ref();
-    let file = std::fs::File::open(path).map_err(|source| PruneError::Io {
+    let corrupt = |reason: String| PruneError::InvalidFile {
         path: path.display().to_string(),
-        source,
-    })?;
-    // SAFETY: the map is read-only and dropped before returning; a file changed underneath by
-    // another process could only give wrong values, which the checks below cannot rule out
-    // anyway.
-    let bytes = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| PruneError::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let corrupt = |reason: String| {
-        PruneError::StateDict(format!(
-            "{}: not a readable safetensors file: {reason}",
-            path.display()
-        ))
+        reason: format!("not a readable safetensors file: {reason}"),
     };
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(e.to_string()))?;
-    let metadata = header
-        .metadata()
-        .clone()
-        .unwrap_or_default()
+    let io = |error: std::io::Error| PruneError::Io {
+        path: path.display().to_string(),
+        error,
+    };
+    let file = files::open_regular(path)?;
+    let len = file.metadata().map_err(io)?.len();
+    let read_at = |buffer: &mut [u8], offset: u64| {
+        file.read_exact_at(buffer, offset)
+            .map_err(|error| match error.kind() {
+                std::io::ErrorKind::UnexpectedEof => corrupt(format!(
+                    "it ended before byte {}: was it changed while being read?",
+                    offset + buffer.len() as u64
+                )),
+                _ => io(error),
+            })
+    };
+    if len < 8 {
+        return Err(corrupt(format!(
+            "{len} bytes, fewer than the header's 8-byte length"
+        )));
+    }
+    let mut length = [0u8; 8];
+    read_at(&mut length, 0)?;
+    let header_len = u64::from_le_bytes(length);
+    if header_len > MAX_HEADER_BYTES || header_len > len - 8 {
+        return Err(corrupt(format!(
+            "a header of {header_len} bytes, in a file of {len} bytes (at most {MAX_HEADER_BYTES})"
+        )));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    read_at(&mut header, 8)?;
+    let header = std::str::from_utf8(&header)
+        .map_err(|e| corrupt(format!("the header is not UTF-8 ({e})")))?;
+    let HeaderEntries(entries) = serde_json::from_str(header.trim_end_matches(' '))
+        .map_err(|e| corrupt(format!("the header is not a JSON object ({e})")))?;
+    let mut seen = std::collections::HashSet::new();
+    let mut metadata = BTreeMap::new();
+    let mut infos = Vec::with_capacity(entries.len());
+    for (key, value) in entries {
+        if !seen.insert(key.clone()) {
+            return Err(corrupt(format!("the key '{key}' appears twice")));
+        }
+        match value.map_err(&corrupt)? {
+            HeaderEntry::Metadata(map) => metadata = map,
+            HeaderEntry::Tensor(info) => infos.push((key, info)),
+        }
+    }
+    let data_len = len - 8 - header_len;
+    check_layout(&mut infos, data_len).map_err(corrupt)?;
+    let data_start = 8 + header_len;
+    let mut tensors = infos
         .into_iter()
-        .collect();
-    let file = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
-    let mut tensors = file
-        .iter()
-        .map(|(name, view)| Ok((name.to_owned(), to_tensor(&view).map_err(&corrupt)?)))
+        .map(|(key, info)| {
+            let kind = kind_of(info.dtype).ok_or_else(|| {
+                corrupt(format!(
+                    "key '{key}': dtype {:?} is not supported",
+                    info.dtype
+                ))
+            })?;
+            let shape: Vec<i64> = info.shape.iter().map(|&d| d as i64).collect();
+            let tensor = Tensor::f_empty(shape.as_slice(), (kind, Device::Cpu))?;
+            let (start, end) = info.data_offsets;
+            if end > start {
+                // SAFETY: a new contiguous CPU tensor of exactly `end - start` bytes (the
+                // layout check matched the byte count to the dtype and shape).
+                let bytes = unsafe {
+                    std::slice::from_raw_parts_mut(tensor.data_ptr().cast::<u8>(), end - start)
+                };
+                read_at(bytes, data_start + start as u64)?;
+            }
+            Ok((key, tensor))
+        })
         .collect::<Result<Vec<_>>>()?;
     tensors.sort_by(|(a, _), (b, _)| a.cmp(b));
     Ok(Checkpoint { tensors, metadata })
 }
 
+/// Checks that the tensors' data lie back to back from 0 to `data_len`, each as long as its
+/// dtype and shape say; sorts `infos` by offset.
+fn check_layout(
+    infos: &mut [(String, TensorInfo)],
+    data_len: u64,
+) -> std::result::Result<(), String> {
+    infos.sort_by_key(|(_, info)| info.data_offsets);
+    let mut next = 0usize;
+    for (key, info) in infos.iter() {
+        let (start, end) = info.data_offsets;
+        if start != next || end < start {
+            return Err(format!(
+                "key '{key}': data at bytes {start}..{end}, where {next} was expected"
+            ));
+        }
+        let bytes = info
+            .shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .and_then(|n| n.checked_mul(info.dtype.bitsize()))
+            .map(|bits| bits.div_ceil(8))
+            .ok_or_else(|| format!("key '{key}': the shape {:?} is too large", info.shape))?;
+        if end - start != bytes {
+            return Err(format!(
+                "key '{key}': {} bytes of data for a {:?} tensor of shape {:?} ({bytes} bytes)",
+                end - start,
+                info.dtype,
+                info.shape
+            ));
+        }
+        next = end;
+    }
+    if next as u64 != data_len {
+        return Err(format!(
+            "the tensors take {next} bytes of data, the file holds {data_len}"
+        ));
+    }
+    Ok(())
+}
+
 /// Writes `tensors` and `metadata` to `path` as safetensors, atomically (see
-/// [`write_atomically`]). Tensors may live on any device.
+/// [`files::write_atomically`]). Tensors may live on any device. A file that safetensors could
+/// not read back (a duplicate key, a header over 100 MB) is refused before anything is written.
 pub fn write(
     tensors: &[(String, Tensor)],
     metadata: &BTreeMap<String, String>,
     path: impl AsRef<Path>,
 ) -> Result<()> {
     let path = path.as_ref();
-    let views = tensors
+    let mut stored = tensors
         .iter()
         .map(|(name, t)| Ok((name.as_str(), StoredTensor::new(name, t)?)))
         .collect::<Result<Vec<_>>>()?;
-    let metadata = (!metadata.is_empty()).then(|| {
-        metadata
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    });
-    write_atomically(path, |tmp| {
-        safetensors::serialize_to_file(views, metadata, tmp).map_err(|e| {
-            PruneError::StateDict(format!("{}: cannot write safetensors: {e}", path.display()))
+    // safetensors' own order: by decreasing alignment, then by name.
+    stored.sort_by(|(a, left), (b, right)| right.dtype.cmp(&left.dtype).then(a.cmp(b)));
+    if let Some(pair) = stored.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+        return Err(PruneError::InvalidFile {
+            path: path.display().to_string(),
+            reason: format!("the key '{}' would appear twice", pair[0].0),
+        });
+    }
+    let mut offset = 0;
+    let infos = stored
+        .iter()
+        .map(|(name, t)| {
+            let info = TensorInfo {
+                dtype: t.dtype,
+                shape: t.shape.clone(),
+                data_offsets: (offset, offset + t.bytes),
+            };
+            offset += t.bytes;
+            (name.to_string(), info)
         })
+        .collect();
+    let metadata = (!metadata.is_empty()).then(|| metadata.clone().into_iter().collect());
+    let header = Metadata::new(metadata, infos)
+        .and_then(|m| Ok(serde_json::to_vec(&m)?))
+        .map_err(|e| PruneError::InvalidFile {
+            path: path.display().to_string(),
+            reason: format!("cannot write safetensors: {e}"),
+        })?;
+    let mut header = header;
+    header.resize(header.len().next_multiple_of(8), b' ');
+    if header.len() as u64 > MAX_HEADER_BYTES {
+        return Err(PruneError::InvalidFile {
+            path: path.display().to_string(),
+            reason: format!(
+                "the header would take {} bytes, more than the {MAX_HEADER_BYTES} safetensors \
+                 reads back (is the metadata that large?)",
+                header.len()
+            ),
+        });
+    }
+    files::write_atomically(path, |file| {
+        let io = |error| PruneError::Io {
+            path: path.display().to_string(),
+            error,
+        };
+        let mut out = std::io::BufWriter::new(file);
+        out.write_all(&(header.len() as u64).to_le_bytes())
+            .map_err(io)?;
+        out.write_all(&header).map_err(io)?;
+        for (_, tensor) in &stored {
+            out.write_all(&tensor.data()).map_err(io)?;
+        }
+        out.flush().map_err(io)
     })
 }
 
-/// Runs `write` on a temporary path next to `path`, then renames it to `path`; on failure the
-/// temporary file is removed and `path` is untouched.
-pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let io = |source| PruneError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    let file_name = path.file_name().ok_or_else(|| {
-        io(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a file path",
-        ))
-    })?;
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp-{}",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = write(&tmp).and_then(|()| std::fs::rename(&tmp, path).map_err(io));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-fn to_tensor(view: &TensorView<'_>) -> std::result::Result<Tensor, String> {
-    let kind = match view.dtype() {
+/// The tch kind of a safetensors dtype, if tch has one.
+fn kind_of(dtype: Dtype) -> Option<Kind> {
+    Some(match dtype {
         Dtype::BOOL => Kind::Bool,
         Dtype::U8 => Kind::Uint8,
         Dtype::I8 => Kind::Int8,
@@ -116,10 +279,8 @@ fn to_tensor(view: &TensorView<'_>) -> std::result::Result<Tensor, String> {
         Dtype::BF16 => Kind::BFloat16,
         Dtype::F32 => Kind::Float,
         Dtype::F64 => Kind::Double,
-        other => return Err(format!("dtype {other:?} is not supported")),
-    };
-    let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-    Tensor::f_from_data_size(view.data(), &shape, kind).map_err(|e| e.to_string())
+        _ => return None,
+    })
 }
 
 /// A tensor ready for serialization: contiguous, on the CPU.
@@ -144,12 +305,16 @@ impl StoredTensor {
             Kind::Float => Dtype::F32,
             Kind::Double => Dtype::F64,
             other => {
-                return Err(PruneError::StateDict(format!(
+                return Err(PruneError::InvalidCheckpoint(format!(
                     "key '{name}': dtype {other:?} cannot be stored in safetensors"
                 )))
             }
         };
-        let tensor = t.f_detach()?.f_to_device(Device::Cpu)?.f_contiguous()?;
+        let tensor = if t.device() == Device::Cpu && t.is_contiguous() {
+            t.shallow_clone() // only read through its data pointer
+        } else {
+            t.f_detach()?.f_to_device(Device::Cpu)?.f_contiguous()?
+        };
         let shape = tensor.size().iter().map(|&d| d as usize).collect();
         let bytes = tensor.numel() * dtype.bitsize() / 8;
         Ok(Self {

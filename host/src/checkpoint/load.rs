@@ -2,10 +2,8 @@
 
 use crate::error::{PruneError, Result};
 use crate::method::custom::to_binary_mask;
-use crate::method::{CustomFromMask, PruningMethod};
 use crate::module::{join, mask_name, orig_name, split_tensor_path, Module};
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
 use tch::Tensor;
 
 /// What [`load_state_dict`] did.
@@ -48,17 +46,23 @@ pub fn load_state_dict(
         }
     }
 
-    let mut expected: Vec<(String, Tensor)> = module.state_dict();
-    for (key, mask) in &restorations {
-        let index = expected
-            .iter()
-            .position(|(k, _)| k == key)
-            .expect("found above");
-        let (_, value) = expected.remove(index);
-        let (prefix, name) = split_tensor_path(key);
-        expected.push((join(prefix, &orig_name(name)), value));
-        expected.push((join(prefix, &mask_name(name)), mask.shallow_clone()));
+    let restored: HashMap<&str, &Tensor> = restorations
+        .iter()
+        .map(|(k, mask)| (k.as_str(), mask))
+        .collect();
+    let mut expected: Vec<(String, Tensor)> = Vec::new();
+    let mut moved = Vec::new();
+    for (key, value) in module.state_dict() {
+        match restored.get(key.as_str()) {
+            Some(mask) => {
+                let (prefix, name) = split_tensor_path(&key);
+                moved.push((join(prefix, &orig_name(name)), value));
+                moved.push((join(prefix, &mask_name(name)), mask.shallow_clone()));
+            }
+            None => expected.push((key, value)),
+        }
     }
+    expected.extend(moved);
     let expected_keys: BTreeSet<&str> = expected.iter().map(|(k, _)| k.as_str()).collect();
     let report = LoadReport {
         restored: restorations.iter().map(|(k, _)| k.clone()).collect(),
@@ -101,14 +105,7 @@ pub fn load_state_dict(
         }
     }
 
-    let prunings = restorations
-        .into_iter()
-        .map(|(key, mask)| {
-            let method: Arc<dyn PruningMethod> = Arc::new(CustomFromMask::new(&mask)?);
-            Ok((key, method))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    crate::engine::apply_all(module, prunings)?;
+    crate::engine::restore_all(module, restorations)?;
     tch::no_grad(|| module.try_for_each_mut("", &mut |prefix, sub| sub.load_own(prefix, &given)))?;
     Ok(report)
 }
@@ -126,9 +123,8 @@ fn is_mask(module: &Module, key: &str) -> bool {
 impl Module {
     /// Copies this module's own entries from `given` (keys prefixed with `prefix`).
     fn load_own(&mut self, prefix: &str, given: &HashMap<&str, &Tensor>) -> Result<()> {
-        let hooked: Vec<String> = self
+        let hooked: std::collections::HashSet<String> = self
             .pruning_hooks()
-            .iter()
             .map(|h| mask_name(h.tensor_name()))
             .collect();
         for (name, target) in self.parameters_mut().iter_mut() {

@@ -14,7 +14,8 @@ mod file;
 mod load;
 mod state;
 
-pub use file::{read, write, write_atomically, Checkpoint};
+pub use crate::files::write_atomically;
+pub use file::{read, write, Checkpoint};
 pub use load::{load_state_dict, LoadReport};
 pub use state::{module_from_state_dict, state_dict_with, MaskDtype};
 

@@ -1,10 +1,8 @@
 //! A checkpoint as a [`Module`], for pruning it without the model's code.
 
 use crate::error::{PruneError, Result};
-use crate::method::CustomFromMask;
 use crate::module::{join, mask_name, orig_name, split_tensor_path, Module};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use tch::{Kind, Tensor};
 
 /// The dtype pruning masks are stored in.
@@ -34,7 +32,7 @@ pub fn module_from_state_dict(state: Vec<(String, Tensor)>) -> Result<Module> {
         };
         if let Some(tensor) = pair_of("_orig", mask_name) {
             if keys.contains_key(tensor.as_str()) {
-                return Err(PruneError::StateDict(format!(
+                return Err(PruneError::InvalidCheckpoint(format!(
                     "'{tensor}' is present along with '{key}' and its mask"
                 )));
             }
@@ -49,21 +47,20 @@ pub fn module_from_state_dict(state: Vec<(String, Tensor)>) -> Result<Module> {
     for (key, t) in plain.iter().map(|(key, t)| (key, t)).chain(pruned_origs) {
         add_tensor(&mut root, key, t.shallow_clone())?;
     }
-    for (key, orig, mask) in pruned {
-        if mask.size() != orig.size() {
-            return Err(PruneError::ShapeMismatch {
-                what: format!("checkpoint key '{key}_mask'"),
-                expected: orig.size(),
-                actual: mask.size(),
-            });
-        }
-        let restore = Arc::new(CustomFromMask::new(&mask)?);
-        crate::engine::apply(&mut root, &key, restore, None)?;
-    }
+    let masks = pruned
+        .into_iter()
+        .map(|(key, _, mask)| (key, mask))
+        .collect();
+    crate::engine::restore_all(&mut root, masks)?;
     Ok(root)
 }
 
 fn add_tensor(root: &mut Module, key: &str, t: Tensor) -> Result<()> {
+    if key.split('.').any(str::is_empty) {
+        return Err(PruneError::InvalidCheckpoint(format!(
+            "the key '{key}' is not a dotted path of names (it has an empty part)"
+        )));
+    }
     let mut module = root;
     let mut parts: Vec<&str> = key.split('.').collect();
     let name = parts.pop().unwrap_or_default();
@@ -87,7 +84,6 @@ pub fn state_dict_with(module: &Module, mask_dtype: MaskDtype) -> Vec<(String, T
         .iter()
         .flat_map(|(prefix, sub)| {
             sub.pruning_hooks()
-                .iter()
                 .map(|hook| (join(prefix, &mask_name(hook.tensor_name())), ()))
         })
         .collect();

@@ -35,13 +35,23 @@ impl<'a> MethodArgs<'a> {
             return Err(PruneError::InvalidArgument {
                 method: method.to_owned(),
                 argument: unknown.clone(),
-                reason: format!(
-                    "unexpected argument (expected one of: {})",
-                    known.join(", ")
-                ),
+                reason: if known.is_empty() {
+                    "unexpected argument (the method takes none)".to_owned()
+                } else {
+                    format!(
+                        "unexpected argument (expected one of: {})",
+                        known.join(", ")
+                    )
+                },
             });
         }
         Ok(Self { method, args })
+    }
+
+    /// [`MethodArgs::new`] with the arguments a [`MethodEntry`](crate::MethodEntry) declares.
+    pub fn declared(method: &'a str, args: &'a Value, declared: &[(&str, &str)]) -> Result<Self> {
+        let known: Vec<&str> = declared.iter().map(|(name, _)| *name).collect();
+        Self::new(method, args, &known)
     }
 
     /// The error for `argument`, for checks made by the caller.
@@ -79,9 +89,12 @@ impl<'a> MethodArgs<'a> {
     pub fn int_or(&self, argument: &str, default: i64) -> Result<i64> {
         match self.get(argument) {
             None => Ok(default),
-            Some(value) => value
-                .as_i64()
-                .ok_or_else(|| self.error(argument, "must be an integer")),
+            Some(value) => value.as_i64().ok_or_else(|| {
+                self.error(
+                    argument,
+                    format!("must be an integer that fits in 64 bits, got {value}"),
+                )
+            }),
         }
     }
 

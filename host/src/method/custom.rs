@@ -23,6 +23,14 @@ impl CustomFromMask {
         })
     }
 
+    /// The mask, as `bool`.
+    pub(crate) fn bool_mask(&self) -> Tensor {
+        self.mask
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .shallow_clone()
+    }
+
     /// Builds the mask from nested JSON arrays of 0/1 (or `true`/`false`).
     pub fn from_json(value: &Value) -> Result<Self> {
         let mut shape = Vec::new();
@@ -36,6 +44,11 @@ impl CustomFromMask {
 pub(crate) fn to_binary_mask(mask: &Tensor, what: &str) -> Result<Tensor> {
     if mask.kind() == Kind::Bool {
         return Ok(mask.shallow_clone());
+    }
+    match crate::small_loops::binary_to_bool(mask) {
+        Some(Ok(mask)) => return Ok(mask),
+        Some(Err(())) => return Err(PruneError::NotBinaryMask(what.to_owned())),
+        None => {}
     }
     let zero = mask.f_eq(0)?;
     let binary = zero
@@ -104,15 +117,33 @@ impl PruningMethod for CustomFromMask {
         let mask = mask.f_to_device(default_mask.device())?;
         Ok(default_mask.f_logical_and(&mask)?)
     }
+
+    fn check_shape(&self, shape: &[i64]) -> Result<()> {
+        let mask = self.mask.lock().unwrap_or_else(|e| e.into_inner());
+        if mask.size() != shape {
+            return Err(PruneError::ShapeMismatch {
+                what: "custom_from_mask: the mask must match the tensor".to_owned(),
+                expected: shape.to_vec(),
+                actual: mask.size(),
+            });
+        }
+        Ok(())
+    }
 }
+
+const MASK_ARGUMENTS: &[(&str, &str)] = &[(
+    "mask",
+    "nested arrays of 0/1 (or true/false) of the tensor's shape",
+)];
 
 inventory::submit! {
     MethodEntry {
         name: "custom_from_mask",
+        arguments: MASK_ARGUMENTS,
         pruning_type: "global",
         description: "Prunes where a given mask (nested arrays of 0/1) is 0",
         build: |args| {
-            let args = MethodArgs::new("custom_from_mask", args, &["mask"])?;
+            let args = MethodArgs::declared("custom_from_mask", args, MASK_ARGUMENTS)?;
             let mask = args.get("mask").ok_or_else(|| args.error("mask", "missing required argument"))?;
             Ok(Arc::new(CustomFromMask::from_json(mask)?))
         },

@@ -27,6 +27,7 @@ impl PruningMethod for Identity {
 inventory::submit! {
     MethodEntry {
         name: "identity",
+        arguments: &[],
         pruning_type: "unstructured",
         description: "Leaves the mask unchanged: reparametrizes without pruning",
         build: |args| {

@@ -107,12 +107,32 @@ pub trait PruningMethod: Send + Sync + fmt::Debug {
         None
     }
 
+    /// Checks what can be told from the tensor's shape alone, before anything is pruned (a plan
+    /// checks every step with it before the first step runs): a count larger than the units
+    /// there are, a `dim` the tensor lacks. The default checks nothing.
+    fn check_shape(&self, shape: &[i64]) -> Result<()> {
+        let _ = shape;
+        Ok(())
+    }
+
     /// For a method that prunes the `amount` smallest magnitudes (L1), that amount: global
     /// pruning then ranks every tensor where it lies instead of concatenating them all.
     fn magnitude_amount(&self) -> Option<crate::Amount> {
         None
     }
 }
+
+/// The `amount` argument, as every built-in method that prunes some of the units takes it.
+pub(crate) const AMOUNT_ARGUMENT: (&str, &str) = (
+    "amount",
+    "how much to prune: an integer is a count, a float a fraction of the units",
+);
+
+/// The `dim` argument of the structured methods.
+pub(crate) const DIM_ARGUMENT: (&str, &str) = (
+    "dim",
+    "the dimension whose slices are pruned, negative from the end (default -1)",
+);
 
 /// How errors name a method: `method nm (plugin /path/libtchprune_plugin_nm.so)`.
 pub(crate) fn describe(method: &dyn PruningMethod) -> String {

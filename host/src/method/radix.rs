@@ -210,6 +210,14 @@ fn lengths(parts: &[Part<'_>]) -> Vec<usize> {
 /// The k-th smallest key (1 <= k <= live entries) of the live entries of `parts`.
 pub(crate) fn kth_smallest(parts: &[Part<'_>], k: u64, order: Order) -> Threshold {
     let bits = parts.first().map_or(32, |p| p.values.key_bits());
+    if lengths(parts).iter().sum::<usize>() <= SMALL {
+        // A histogram of 2048 counters per digit costs more than the entries themselves.
+        let mut keys = Vec::new();
+        for part in parts {
+            scan(part, 0, part.values.len(), order, |_, key| keys.push(key));
+        }
+        return threshold_among(keys, k, 0);
+    }
     let mut prefix: Option<u64> = None;
     let mut below = 0u64;
     let mut shift = bits;
@@ -239,6 +247,9 @@ pub(crate) fn kth_smallest(parts: &[Part<'_>], k: u64, order: Order) -> Threshol
     }
 }
 
+/// Up to this many entries in all, the threshold is found among all the keys at once.
+const SMALL: usize = 1 << 12;
+
 /// Above this many keys in the threshold's bin, radix passes go on instead of collecting them.
 const MAX_CANDIDATES: u64 = 1 << 22;
 
@@ -263,14 +274,18 @@ fn finish_on_candidates(
         }
         found
     });
-    let mut candidates: Vec<u64> = found.concat();
+    threshold_among(found.concat(), rank, below_prefix)
+}
+
+/// The `rank`-th smallest (from 1) of `candidates`, with `below` keys known to lie below them.
+fn threshold_among(mut candidates: Vec<u64>, rank: u64, below: u64) -> Threshold {
     let index = (rank - 1) as usize;
     let (smaller, &mut key, _) = candidates.select_nth_unstable(index);
     let below_in_bin = smaller.iter().filter(|&&c| c < key).count() as u64;
     let tied = candidates.iter().filter(|&&c| c == key).count() as u64;
     Threshold {
         key,
-        below: below_prefix + below_in_bin,
+        below: below + below_in_bin,
         tied,
     }
 }
@@ -284,6 +299,18 @@ pub(crate) fn mark(
     order: Order,
     out: &mut [&mut [bool]],
 ) {
+    if lengths(parts).iter().sum::<usize>() <= SMALL {
+        // No threads for a few entries: below the threshold, then ties in order.
+        let mut remaining = take_tied;
+        for (part, out) in parts.iter().zip(out.iter_mut()) {
+            scan(part, 0, part.values.len(), order, |i, key| {
+                let tied = key == threshold.key && remaining > 0;
+                remaining -= u64::from(tied);
+                out[i] = key < threshold.key || tied;
+            });
+        }
+        return;
+    }
     let tied_per_unit = on_units_mut(out, |unit, chunk| {
         let mut tied = 0u64;
         scan(&parts[unit.seq], unit.start, unit.end, order, |i, key| {

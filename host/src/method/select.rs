@@ -134,3 +134,55 @@ fn radix_select(values: &Tensor, k: i64, end: End) -> Result<Option<Tensor>> {
     radix::mark(&[part], threshold, missing, order, &mut [flags]);
     Ok(Some(selected))
 }
+
+/// L1 selection in one pass over a CPU float tensor `t` and its `bool` default mask (both
+/// contiguous): the mask keeping everything `default_mask` keeps except the `amount`
+/// smallest magnitudes, ranked on the magnitudes' bits without computing `abs`. `None` when
+/// this path does not apply, or when ties make the choice PyTorch's `topk` decides.
+pub(crate) fn magnitude_mask(
+    t: &Tensor,
+    default_mask: &Tensor,
+    amount: crate::Amount,
+) -> Result<Option<Tensor>> {
+    let Some(values) = cpu_values(t) else {
+        return Ok(None);
+    };
+    if default_mask.device() != Device::Cpu
+        || default_mask.kind() != Kind::Bool
+        || !default_mask.is_contiguous()
+        || default_mask.size() != t.size()
+    {
+        return Ok(None);
+    }
+    let n = t.numel();
+    let k = amount.units_to_prune(n as i64)? as u64;
+    let part = Part {
+        values,
+        alive: None,
+    };
+    let mask = Tensor::f_empty(t.size(), (Kind::Bool, Device::Cpu))?;
+    // SAFETY: a fresh contiguous CPU bool tensor of `n` entries, written only here.
+    let flags = unsafe { std::slice::from_raw_parts_mut(mask.data_ptr().cast::<bool>(), n) };
+    // SAFETY: a contiguous CPU bool tensor of `n` entries, read only.
+    let default = unsafe { std::slice::from_raw_parts(default_mask.data_ptr().cast::<bool>(), n) };
+    if k == 0 {
+        flags.copy_from_slice(default);
+        return Ok(Some(mask));
+    }
+    let threshold = radix::kth_smallest(&[part], k, Order::Magnitude);
+    let missing = k - threshold.below;
+    if missing < threshold.tied && n as i64 <= EXACT_TIES_LIMIT {
+        return Ok(None);
+    }
+    radix::mark(
+        &[part],
+        threshold,
+        missing,
+        Order::Magnitude,
+        &mut [&mut *flags],
+    );
+    for (kept, &default) in flags.iter_mut().zip(default) {
+        *kept = !*kept && default;
+    }
+    Ok(Some(mask))
+}

@@ -91,15 +91,29 @@ impl fmt::Display for Norm {
 /// Checks PyTorch's `_validate_structured_pruning` and `_validate_pruning_dim`, and returns the
 /// dim made non-negative.
 pub(crate) fn checked_dim(t: &Tensor, dim: i64) -> Result<usize> {
-    let ndim = t.dim();
+    checked_dim_of(&t.size(), dim)
+}
+
+/// [`checked_dim`] from the shape alone.
+fn checked_dim_of(shape: &[i64], dim: i64) -> Result<usize> {
+    let ndim = shape.len();
     if ndim < 2 {
-        return Err(PruneError::NotMultidimensional { shape: t.size() });
+        return Err(PruneError::NotMultidimensional {
+            shape: shape.to_vec(),
+        });
     }
     let resolved = if dim < 0 { dim + ndim as i64 } else { dim };
     if !(0..ndim as i64).contains(&resolved) {
         return Err(PruneError::DimOutOfRange { dim, ndim });
     }
     Ok(resolved as usize)
+}
+
+/// The shape check of a structured method: a dim the tensor has, and no more slices to prune
+/// than there are along it.
+fn check_structured(shape: &[i64], dim: i64, amount: Amount) -> Result<()> {
+    let dim = checked_dim_of(shape, dim)?;
+    amount.units_to_prune(shape[dim]).map(drop)
 }
 
 /// A mask that keeps the slices `keep` (indices along `dim`) of `default_mask`.
@@ -153,6 +167,10 @@ impl PruningMethod for LnStructured {
     fn arguments(&self) -> Value {
         json!({ "amount": self.amount.to_json(), "n": self.n.to_json(), "dim": self.dim })
     }
+
+    fn check_shape(&self, shape: &[i64]) -> Result<()> {
+        check_structured(shape, self.dim, self.amount)
+    }
 }
 
 /// Prunes whole slices along `dim` chosen at random: PyTorch's `prune.RandomStructured`.
@@ -203,15 +221,27 @@ impl PruningMethod for RandomStructured {
     fn arguments(&self) -> Value {
         json!({ "amount": self.amount.to_json(), "dim": self.dim })
     }
+
+    fn check_shape(&self, shape: &[i64]) -> Result<()> {
+        check_structured(shape, self.dim, self.amount)
+    }
 }
+
+const LN_ARGUMENTS: &[(&str, &str)] = &[
+    super::AMOUNT_ARGUMENT,
+    ("n", "the norm: a number, \"inf\", \"-inf\" or \"fro\""),
+    super::DIM_ARGUMENT,
+];
+const RANDOM_ARGUMENTS: &[(&str, &str)] = &[super::AMOUNT_ARGUMENT, super::DIM_ARGUMENT];
 
 inventory::submit! {
     MethodEntry {
         name: "ln_structured",
+        arguments: LN_ARGUMENTS,
         pruning_type: "structured",
         description: "Prunes the slices along `dim` of smallest n-norm",
         build: |args| {
-            let args = MethodArgs::new("ln_structured", args, &["amount", "n", "dim"])?;
+            let args = MethodArgs::declared("ln_structured", args, LN_ARGUMENTS)?;
             Ok(Arc::new(LnStructured::new(args.amount("amount")?, args.norm("n")?, args.int_or("dim", -1)?)?))
         },
     }
@@ -220,10 +250,11 @@ inventory::submit! {
 inventory::submit! {
     MethodEntry {
         name: "random_structured",
+        arguments: RANDOM_ARGUMENTS,
         pruning_type: "structured",
         description: "Prunes slices along `dim` chosen uniformly at random",
         build: |args| {
-            let args = MethodArgs::new("random_structured", args, &["amount", "dim"])?;
+            let args = MethodArgs::declared("random_structured", args, RANDOM_ARGUMENTS)?;
             Ok(Arc::new(RandomStructured::new(args.amount("amount")?, args.int_or("dim", -1)?)?))
         },
     }

@@ -51,6 +51,9 @@ impl PruningMethod for L1Unstructured {
     }
 
     fn compute_mask(&self, t: &Tensor, default_mask: &Tensor) -> Result<Tensor> {
+        if let Some(mask) = crate::method::select::magnitude_mask(t, default_mask, self.amount)? {
+            return Ok(mask);
+        }
         zero_selected(&t.f_abs()?, default_mask, self.amount, End::Smallest)
     }
 
@@ -60,6 +63,10 @@ impl PruningMethod for L1Unstructured {
 
     fn magnitude_amount(&self) -> Option<Amount> {
         Some(self.amount)
+    }
+
+    fn check_shape(&self, shape: &[i64]) -> Result<()> {
+        self.amount.units_to_prune(shape.iter().product()).map(drop)
     }
 }
 
@@ -101,15 +108,22 @@ impl PruningMethod for RandomUnstructured {
     fn arguments(&self) -> serde_json::Value {
         json!({ "amount": self.amount.to_json() })
     }
+
+    fn check_shape(&self, shape: &[i64]) -> Result<()> {
+        self.amount.units_to_prune(shape.iter().product()).map(drop)
+    }
 }
+
+const AMOUNT_ONLY: &[(&str, &str)] = &[super::AMOUNT_ARGUMENT];
 
 inventory::submit! {
     MethodEntry {
         name: "l1_unstructured",
+        arguments: AMOUNT_ONLY,
         pruning_type: "unstructured",
         description: "Prunes the entries of smallest absolute value (or importance score)",
         build: |args| {
-            let args = MethodArgs::new("l1_unstructured", args, &["amount"])?;
+            let args = MethodArgs::declared("l1_unstructured", args, AMOUNT_ONLY)?;
             Ok(Arc::new(L1Unstructured::new(args.amount("amount")?)?))
         },
     }
@@ -118,10 +132,11 @@ inventory::submit! {
 inventory::submit! {
     MethodEntry {
         name: "random_unstructured",
+        arguments: AMOUNT_ONLY,
         pruning_type: "unstructured",
         description: "Prunes entries chosen uniformly at random",
         build: |args| {
-            let args = MethodArgs::new("random_unstructured", args, &["amount"])?;
+            let args = MethodArgs::declared("random_unstructured", args, AMOUNT_ONLY)?;
             Ok(Arc::new(RandomUnstructured::new(args.amount("amount")?)?))
         },
     }

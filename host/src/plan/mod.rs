@@ -21,4 +21,5 @@ mod parse;
 mod state;
 
 pub use parse::{Plan, Step};
+pub(crate) use state::recorded_argument;
 pub use state::{PrunedState, HISTORY_METADATA_KEY};

@@ -37,14 +37,31 @@ pub struct Step {
 
 const PLAN_KEYS: &[&str] = &["seed", "plugins", "steps"];
 
+/// The largest plan file read (plans with inline masks are the large ones).
+pub const MAX_PLAN_BYTES: u64 = 64 << 20;
+
 impl Plan {
-    /// Reads the plan file at `path`; relative paths in it are relative to its directory.
+    /// Reads the plan file at `path` (a regular file of at most [`MAX_PLAN_BYTES`]); relative
+    /// paths in it are relative to its directory.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|err| PruneError::InvalidPlan {
+        let invalid = |reason: String| PruneError::InvalidPlan {
             path: path.display().to_string(),
-            reason: format!("cannot be read: {err}"),
+            reason,
+        };
+        let bytes = crate::files::read_bounded(path, MAX_PLAN_BYTES).map_err(|err| match err {
+            PruneError::TooLarge { limit, .. } => invalid(format!(
+                "larger than {} MiB: refused (masks that large belong in a mask_file)",
+                limit >> 20
+            )),
+            PruneError::NotRegularFile { kind, .. } => {
+                invalid(format!("not a regular file (a {kind})"))
+            }
+            PruneError::Io { error, .. } => invalid(format!("cannot be read: {error}")),
+            other => other,
         })?;
+        let text =
+            String::from_utf8(bytes).map_err(|err| invalid(format!("not UTF-8 text: {err}")))?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::from_json(&text, base, &path.display().to_string())
     }

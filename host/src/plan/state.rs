@@ -51,7 +51,7 @@ impl PrunedState {
         let history = match metadata.remove(HISTORY_METADATA_KEY) {
             None => BTreeMap::new(),
             Some(text) => serde_json::from_str(&text).map_err(|err| {
-                PruneError::StateDict(format!(
+                PruneError::InvalidCheckpoint(format!(
                     "metadata '{HISTORY_METADATA_KEY}' is invalid: {err}"
                 ))
             })?,
@@ -80,7 +80,7 @@ impl PrunedState {
             .named_modules()
             .iter()
             .flat_map(|(prefix, sub)| {
-                sub.parameters().iter().map(move |(name, _)| {
+                sub.parameters().map(move |(name, _)| {
                     let pruned = name
                         .strip_suffix("_orig")
                         .filter(|tensor| sub.pruning_hook(tensor).is_some());
@@ -100,6 +100,19 @@ impl PrunedState {
             .is_ok_and(|sub| sub.pruning_hook(name).is_some())
     }
 
+    /// The shape of the parameter `key` (of `key_orig` when it is pruned).
+    fn shape(&self, key: &str) -> Vec<i64> {
+        let (prefix, name) = split_tensor_path(key);
+        let Ok(module) = self.module.submodule(prefix) else {
+            return Vec::new();
+        };
+        module
+            .parameter(name)
+            .or_else(|| module.parameter(&crate::module::orig_name(name)))
+            .map(Tensor::size)
+            .unwrap_or_default()
+    }
+
     /// The sparsity of every parameter as the forward pass would see it, then the total.
     pub fn sparsity(&self) -> Result<Vec<Sparsity>> {
         let keys = self.keys();
@@ -116,10 +129,21 @@ impl PrunedState {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Self> {
         let keys = self.keys();
+        let stored_keys: Vec<String> = (self.module.named_parameters().into_iter())
+            .chain(self.module.named_buffers())
+            .map(|(key, _)| key)
+            .collect();
+        let stored = stored_keys.iter().map(String::as_str).collect();
+        let shape_of = |key: &str| self.shape(key);
         let prepared = plan
             .steps
             .iter()
-            .map(|step| prepare(step, &keys, registry).map_err(|err| step_error(step, None, err)))
+            .map(|step| {
+                prepare(step, &keys, &stored, &shape_of, registry).map_err(|err| match err {
+                    PruneError::PlanStep { .. } => err,
+                    err => step_error(step, None, err),
+                })
+            })
             .collect::<Result<Vec<_>>>()?;
         let total = prepared.iter().map(|p| p.keys.len()).sum();
         let mut done = 0;
@@ -216,6 +240,11 @@ impl PrunedState {
 }
 
 fn step_error(step: &Step, key: Option<&str>, source: PruneError) -> PruneError {
+    // The step's message names the key already.
+    let source = match source {
+        PruneError::OnTensor { path, error } if Some(path.as_str()) == key => *error,
+        other => other,
+    };
     PruneError::PlanStep {
         step: step.number,
         method: step.method.clone(),
@@ -228,8 +257,15 @@ fn invalid(reason: impl Into<String>) -> PruneError {
     PruneError::InvalidStep(reason.into())
 }
 
-fn prepare<'a>(step: &'a Step, keys: &[String], registry: &Registry) -> Result<Prepared<'a>> {
+fn prepare<'a>(
+    step: &'a Step,
+    keys: &[String],
+    stored: &std::collections::HashSet<&str>,
+    shape_of: &dyn Fn(&str) -> Vec<i64>,
+    registry: &Registry,
+) -> Result<Prepared<'a>> {
     let matched = resolve(&step.params, keys)?;
+    check_not_half_pairs(&matched, stored)?;
     let mut arguments = step.arguments.clone();
     let mut record = Map::new();
     record.insert("method".to_owned(), json!(step.method));
@@ -260,6 +296,18 @@ fn prepare<'a>(step: &'a Step, keys: &[String], registry: &Registry) -> Result<P
                     ))
                 }
             };
+            let wrong_type = |pruning_type: String| PruneError::WrongPruningType {
+                method: name.clone(),
+                reason: format!(
+                    "only \"unstructured\" methods can be applied globally, got {pruning_type}"
+                ),
+            };
+            // Refused by its declared type before its arguments are looked at.
+            if let Some(entry) = registry.get(&name) {
+                if entry.pruning_type != "unstructured" {
+                    return Err(wrong_type(entry.pruning_type.clone()));
+                }
+            }
             let method = registry.build(&name, &Value::Object(arguments.clone()))?;
             if method.pruning_type() != PruningType::Unstructured {
                 return Err(PruneError::WrongPruningType {
@@ -294,7 +342,11 @@ fn prepare<'a>(step: &'a Step, keys: &[String], registry: &Registry) -> Result<P
         }
         name => Action::Local(registry.build(name, &Value::Object(arguments.clone()))?),
     };
-    record.extend(arguments);
+    record.extend(
+        arguments
+            .into_iter()
+            .map(|(key, value)| (key, recorded_argument(value))),
+    );
     let scores = match &step.scores_file {
         Some(path) => {
             record.insert("scores_file".to_owned(), json!(path.display().to_string()));
@@ -302,6 +354,7 @@ fn prepare<'a>(step: &'a Step, keys: &[String], registry: &Registry) -> Result<P
         }
         None => HashMap::new(),
     };
+    check_shapes(&action, &matched, &scores, shape_of, step)?;
     Ok(Prepared {
         step,
         keys: matched,
@@ -311,9 +364,68 @@ fn prepare<'a>(step: &'a Step, keys: &[String], registry: &Registry) -> Result<P
     })
 }
 
+/// What can be checked of a step before any step runs, from the shapes of its tensors: side
+/// tensors of the right shape, and each method's own shape checks (dims, counts).
+fn check_shapes(
+    action: &Action,
+    keys: &[String],
+    scores: &HashMap<String, Tensor>,
+    shape_of: &dyn Fn(&str) -> Vec<i64>,
+    step: &Step,
+) -> Result<()> {
+    let at = |key: &str, err: PruneError| step_error(step, Some(key), err);
+    for key in keys {
+        let shape = shape_of(key);
+        if let Some(scores) = scores.get(key) {
+            if scores.size() != shape {
+                let err = PruneError::ShapeMismatch {
+                    what: format!("importance scores of '{key}'"),
+                    expected: shape.clone(),
+                    actual: scores.size(),
+                };
+                return Err(at(key, err));
+            }
+        }
+        let method = match action {
+            Action::Local(method) => method,
+            Action::Masks(masks) => &masks[key],
+            Action::Global(_) | Action::Remove => continue,
+        };
+        method.check_shape(&shape).map_err(|err| at(key, err))?;
+    }
+    if let Action::Global(method) = action {
+        let total: i64 = keys
+            .iter()
+            .map(|key| shape_of(key).iter().product::<i64>())
+            .sum();
+        method
+            .check_shape(&[total])
+            .map_err(|err| step_error(step, None, err))?;
+    }
+    Ok(())
+}
+
+/// Arguments up to this many bytes of JSON are recorded in the history as they are.
+const MAX_RECORDED_ARGUMENT_BYTES: usize = 256;
+
+/// An argument as the history records it: as it is, or, when its JSON is large (an inline
+/// mask), its size and a digest, so that the history stays small.
+pub(crate) fn recorded_argument(value: Value) -> Value {
+    let text = value.to_string();
+    if text.len() <= MAX_RECORDED_ARGUMENT_BYTES {
+        return value;
+    }
+    // FNV-1a, 64 bits: enough to tell two large arguments apart in a history.
+    let digest = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    json!({"omitted": format!("{} bytes of JSON", text.len()), "fnv1a64": format!("{digest:016x}")})
+}
+
 /// The keys the patterns match: each pattern's matches in sorted order, without repeats.
 fn resolve(patterns: &[String], keys: &[String]) -> Result<Vec<String>> {
     let mut matched: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for pattern in patterns {
         let glob = WildMatch::new(pattern);
         let hits: Vec<&String> = keys.iter().filter(|key| glob.matches(key)).collect();
@@ -321,12 +433,31 @@ fn resolve(patterns: &[String], keys: &[String]) -> Result<Vec<String>> {
             return Err(PruneError::PatternMatchesNothing(pattern.clone()));
         }
         for hit in hits {
-            if !matched.contains(hit) {
+            if seen.insert(hit.as_str()) {
                 matched.push(hit.clone());
             }
         }
     }
     Ok(matched)
+}
+
+/// Refuses keys that look like half of a pruned pair: a plain `P_mask` without `P_orig` (or
+/// the reverse) is most likely a damaged checkpoint, and pruning it would make `P_mask_orig`.
+fn check_not_half_pairs(keys: &[String], all: &std::collections::HashSet<&str>) -> Result<()> {
+    for key in keys {
+        for (suffix, partner) in [("_mask", "_orig"), ("_orig", "_mask")] {
+            if let Some(stem) = key.strip_suffix(suffix) {
+                let partner = format!("{stem}{partner}");
+                if !all.contains(partner.as_str()) {
+                    return Err(PruneError::InvalidCheckpoint(format!(
+                        "'{key}' is half of a pruned pair ('{partner}' is missing): refusing to \
+                         prune it (a damaged checkpoint?)"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The tensors of the side file `path` for each of `keys`.

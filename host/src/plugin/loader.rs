@@ -23,6 +23,9 @@ pub fn load(path: &Path) -> Result<Vec<Registered>> {
         .into_iter()
         .map(|info| {
             let (plugin, name) = (Arc::clone(&plugin), info.name.to_string());
+            let arguments = (info.arguments.iter())
+                .map(|a| (a.name.to_string(), a.description.to_string()))
+                .collect();
             Registered::new(
                 info.name.as_str(),
                 info.pruning_type.to_string(),
@@ -30,6 +33,7 @@ pub fn load(path: &Path) -> Result<Vec<Registered>> {
                 Origin::Plugin(path.to_owned()),
                 move |args| PluginMethod::build(module, &plugin, &name, args),
             )
+            .with_arguments(arguments)
         })
         .collect())
 }
@@ -37,9 +41,19 @@ pub fn load(path: &Path) -> Result<Vec<Registered>> {
 /// The methods of every plugin in `dir` (each file with the platform's shared-library
 /// extension, in name order). Any file that fails to load is an error.
 pub fn load_dir(dir: &Path) -> Result<Vec<Registered>> {
-    let io_error = |source| PruneError::Io {
+    let mut entries = Vec::new();
+    for file in plugin_files(dir)? {
+        entries.extend(load(&file)?);
+    }
+    Ok(entries)
+}
+
+/// The plugin files of `dir`: each file with the platform's shared-library extension, in name
+/// order.
+pub fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let io_error = |error| PruneError::Io {
         path: dir.display().to_string(),
-        source,
+        error,
     };
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(io_error)?
@@ -50,17 +64,15 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Registered>> {
         file.is_file() && file.extension() == Some(std::env::consts::DLL_EXTENSION.as_ref())
     });
     files.sort();
-    let mut entries = Vec::new();
-    for file in files {
-        entries.extend(load(&file)?);
-    }
-    Ok(entries)
+    Ok(files)
 }
 
 fn open(path: &Path) -> Result<PluginModuleRef> {
     if !path.exists() {
         return Err(PruneError::PluginNotFound(path.to_owned()));
     }
+    // Loading a FIFO would wait for a writer forever, a device would be read without end.
+    crate::files::check_regular(path)?;
     let not_a_plugin = |reason: String| PruneError::NotAPlugin {
         path: path.to_owned(),
         reason,

@@ -36,7 +36,12 @@ impl PluginMethod {
         let json = args.to_string();
         let method = (module.build())(name.into(), json.as_str().into())
             .into_result()
-            .map_err(|reason| failed(reason.into()))?;
+            .map_err(|reason| {
+                // The author's layer names the method first; the error names it already.
+                let reason = reason.as_str();
+                let prefix = format!("{name}: ");
+                failed(reason.strip_prefix(&prefix).unwrap_or(reason).to_owned())
+            })?;
         let pruning_type = match method.pruning_type() {
             api::PruningType::Unstructured => PruningType::Unstructured,
             api::PruningType::Structured { dim } => PruningType::Structured { dim },

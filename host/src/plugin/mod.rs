@@ -14,6 +14,6 @@
 mod loader;
 mod method;
 
-pub use loader::{load, load_dir};
+pub use loader::{load, load_dir, plugin_files};
 pub use method::PluginMethod;
 pub use tchprune_plugin_api::PLUGIN_API_VERSION;

@@ -1,0 +1,162 @@
+//! Checks and counts on contiguous CPU tensors done in plain loops instead of libtorch ops.
+//!
+//! A libtorch op costs tens of microseconds of dispatch, type promotion and iterator setup
+//! before it touches a single entry. That is nothing for one large tensor and everything for
+//! a checkpoint of 100,000 small ones, where every pruned tensor's mask is checked (0/1 only,
+//! nothing revived) and every tensor's zeros are counted. These loops read the entries where
+//! they lie; each returns `None` for what it does not handle (other devices, non-contiguous
+//! tensors, other dtypes), and the caller falls back to libtorch.
+
+use tch::{Device, Kind, Tensor};
+
+/// The entries of a contiguous CPU tensor, by storage type.
+enum Entries<'a> {
+    F32(&'a [f32]),
+    F64(&'a [f64]),
+    /// f16 or bf16, as bits.
+    Bits16(&'a [u16], Kind),
+    /// bool, u8 or i8, as bytes.
+    Bytes(&'a [u8]),
+    I16(&'a [i16]),
+    I32(&'a [i32]),
+    I64(&'a [i64]),
+}
+
+fn entries(t: &Tensor) -> Option<Entries<'_>> {
+    if t.device() != Device::Cpu || !t.is_contiguous() {
+        return None;
+    }
+    let len = t.numel();
+    let ptr = t.data_ptr();
+    if len == 0 {
+        return Some(Entries::Bytes(&[]));
+    }
+    // SAFETY: a contiguous CPU tensor of `len` entries of the matched type, borrowed for the
+    // lifetime of `t`.
+    unsafe {
+        Some(match t.kind() {
+            Kind::Float => Entries::F32(std::slice::from_raw_parts(ptr.cast(), len)),
+            Kind::Double => Entries::F64(std::slice::from_raw_parts(ptr.cast(), len)),
+            kind @ (Kind::Half | Kind::BFloat16) => {
+                Entries::Bits16(std::slice::from_raw_parts(ptr.cast(), len), kind)
+            }
+            Kind::Bool | Kind::Uint8 | Kind::Int8 => {
+                Entries::Bytes(std::slice::from_raw_parts(ptr.cast(), len))
+            }
+            Kind::Int16 => Entries::I16(std::slice::from_raw_parts(ptr.cast(), len)),
+            Kind::Int => Entries::I32(std::slice::from_raw_parts(ptr.cast(), len)),
+            Kind::Int64 => Entries::I64(std::slice::from_raw_parts(ptr.cast(), len)),
+            _ => return None,
+        })
+    }
+}
+
+/// How many entries of `t` are zero (`-0.0` included, NaN not).
+pub(crate) fn count_zeros(t: &Tensor) -> Option<i64> {
+    fn count<T: Copy>(values: &[T], zero: impl Fn(T) -> bool) -> i64 {
+        values.iter().filter(|&&x| zero(x)).count() as i64
+    }
+    Some(match entries(t)? {
+        Entries::F32(v) => count(v, |x| x == 0.0),
+        Entries::F64(v) => count(v, |x| x == 0.0),
+        Entries::Bits16(v, _) => count(v, |x| x & 0x7fff == 0),
+        Entries::Bytes(v) => count(v, |x| x == 0),
+        Entries::I16(v) => count(v, |x| x == 0),
+        Entries::I32(v) => count(v, |x| x == 0),
+        Entries::I64(v) => count(v, |x| x == 0),
+    })
+}
+
+/// How many entries of `orig * mask` are zero, without computing the product: where the mask
+/// prunes a finite entry, or where the entry is zero (an infinite or NaN entry times 0 is NaN).
+pub(crate) fn count_zeros_masked(orig: &Tensor, mask: &Tensor) -> Option<i64> {
+    if mask.kind() != Kind::Bool {
+        return None;
+    }
+    let Entries::Bytes(keep) = entries(mask)? else {
+        return None;
+    };
+    fn count<T: Copy>(
+        values: &[T],
+        keep: &[u8],
+        zero: impl Fn(T) -> bool,
+        finite: impl Fn(T) -> bool,
+    ) -> Option<i64> {
+        (values.len() == keep.len()).then(|| {
+            values
+                .iter()
+                .zip(keep)
+                .filter(|&(&x, &k)| zero(x) || (k == 0 && finite(x)))
+                .count() as i64
+        })
+    }
+    match entries(orig)? {
+        Entries::F32(v) => count(v, keep, |x| x == 0.0, f32::is_finite),
+        Entries::F64(v) => count(v, keep, |x| x == 0.0, f64::is_finite),
+        Entries::Bits16(v, kind) => {
+            let exponent = if kind == Kind::Half { 0x7c00 } else { 0x7f80 };
+            count(v, keep, |x| x & 0x7fff == 0, |x| x & exponent != exponent)
+        }
+        Entries::Bytes(v) => count(v, keep, |x| x == 0, |_| true),
+        Entries::I16(v) => count(v, keep, |x| x == 0, |_| true),
+        Entries::I32(v) => count(v, keep, |x| x == 0, |_| true),
+        Entries::I64(v) => count(v, keep, |x| x == 0, |_| true),
+    }
+}
+
+/// `mask` as a `bool` tensor of its shape if it holds only 0 and 1 (`Some(Ok)`), `Some(Err(()))`
+/// if it holds anything else.
+pub(crate) fn binary_to_bool(mask: &Tensor) -> Option<Result<Tensor, ()>> {
+    fn convert<T: Copy>(
+        values: &[T],
+        zero: impl Fn(T) -> bool,
+        one: impl Fn(T) -> bool,
+    ) -> Option<Vec<bool>> {
+        values
+            .iter()
+            .map(|&x| {
+                if zero(x) {
+                    Some(false)
+                } else if one(x) {
+                    Some(true)
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+    let one_bits = |kind| if kind == Kind::Half { 0x3c00 } else { 0x3f80 };
+    let kept = match entries(mask)? {
+        Entries::F32(v) => convert(v, |x| x == 0.0, |x| x == 1.0),
+        Entries::F64(v) => convert(v, |x| x == 0.0, |x| x == 1.0),
+        Entries::Bits16(v, kind) => convert(v, |x| x & 0x7fff == 0, |x| x == one_bits(kind)),
+        Entries::Bytes(v) => convert(v, |x| x == 0, |x| x == 1),
+        Entries::I16(v) => convert(v, |x| x == 0, |x| x == 1),
+        Entries::I32(v) => convert(v, |x| x == 0, |x| x == 1),
+        Entries::I64(v) => convert(v, |x| x == 0, |x| x == 1),
+    };
+    let Some(kept) = kept else {
+        return Some(Err(()));
+    };
+    let out = Tensor::f_empty(mask.size(), (Kind::Bool, Device::Cpu)).ok()?;
+    if !kept.is_empty() {
+        // SAFETY: a new contiguous CPU bool tensor of `kept.len()` entries; `bool` has the
+        // layout of libtorch's bool.
+        unsafe { std::slice::from_raw_parts_mut(out.data_ptr().cast::<bool>(), kept.len()) }
+            .copy_from_slice(&kept);
+    }
+    Some(Ok(out))
+}
+
+/// Whether `mask` keeps an entry that `default_mask` prunes (both `bool`, the same shape).
+pub(crate) fn revives(mask: &Tensor, default_mask: &Tensor) -> Option<bool> {
+    if mask.kind() != Kind::Bool || default_mask.kind() != Kind::Bool {
+        return None;
+    }
+    match (entries(mask)?, entries(default_mask)?) {
+        (Entries::Bytes(new), Entries::Bytes(old)) if new.len() == old.len() => {
+            Some(new.iter().zip(old).any(|(&new, &old)| new != 0 && old == 0))
+        }
+        _ => None,
+    }
+}
