@@ -20,6 +20,6 @@
 mod parse;
 mod state;
 
-pub use parse::{Plan, Step};
+pub use parse::{Plan, Step, MAX_PLAN_BYTES};
 pub(crate) use state::recorded_argument;
 pub use state::{PrunedState, HISTORY_METADATA_KEY};
