@@ -9,7 +9,7 @@ use serde_json::json;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
-const APPLY: &[&str] = &[
+const APPLY: [&str; 6] = [
     "apply",
     "in.safetensors",
     "--plan",
@@ -30,7 +30,7 @@ fn refused(name: &str, tensors: Vec<(&str, Tensor)>, plan: serde_json::Value, fr
             checkpoint(dir, &tensors);
             common::write_plan(dir, &plan);
         },
-        APPLY,
+        &APPLY,
         fragments,
     );
 }
@@ -135,26 +135,12 @@ fn io_errors_say_what_failed_once() {
             checkpoint(dir, &[("p", ones(&[4]))]);
             common::write_plan(dir, &json!({"steps": []}));
         },
-        &[
-            "apply",
-            "in.safetensors",
-            "--plan",
-            "plan.json",
-            "-o",
-            "missing/out.safetensors",
-        ],
+        &common::apply_args("in.safetensors", "missing/out.safetensors"),
         &["missing/out.safetensors: its directory missing cannot be used"],
     );
     let run = common::tchprune_in(
         dir.path(),
-        &[
-            "apply",
-            "in.safetensors",
-            "--plan",
-            "plan.json",
-            "-o",
-            "missing/out.safetensors",
-        ],
+        &common::apply_args("in.safetensors", "missing/out.safetensors"),
     );
     assert!(
         !run.stderr.contains("state_dict does not fit"),
@@ -175,7 +161,7 @@ fn large_inline_arguments_are_recorded_by_digest_and_the_output_reads_back() {
         dir.path(),
         &json!({"steps": [{"method": "custom_from_mask", "params": ["p"], "mask": mask}]}),
     );
-    let run = common::tchprune_in(dir.path(), APPLY);
+    let run = common::tchprune_in(dir.path(), &APPLY);
     assert!(run.success, "{}", run.stderr);
     let out = tchprune::checkpoint::read(dir.path().join("out.safetensors")).unwrap();
     let history = &out.metadata["tchprune.history"];

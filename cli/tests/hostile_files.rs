@@ -53,14 +53,7 @@ fn run_bounded(dir: &Path, args: &[&str]) -> common::Run {
 
 #[test]
 fn the_input_is_never_replaced_through_a_symlink_or_a_hardlink() {
-    let apply_in_to_out = [
-        "apply",
-        "in.safetensors",
-        "--plan",
-        "plan.json",
-        "-o",
-        "out.safetensors",
-    ];
+    let apply_in_to_out = common::apply_args("in.safetensors", "out.safetensors");
     let finalize_in_to_out = ["finalize", "in.safetensors", "-o", "out.safetensors"];
     for args in [&apply_in_to_out[..], &finalize_in_to_out[..]] {
         // The input is a symlink to the output.
@@ -225,14 +218,7 @@ fn reads_are_bounded() {
             let plan = std::fs::File::create(dir.join("plan.json")).unwrap();
             plan.set_len(65 << 20).unwrap();
         },
-        &[
-            "apply",
-            "lenet.safetensors",
-            "--plan",
-            "plan.json",
-            "-o",
-            "out.safetensors",
-        ],
+        &common::apply_args("lenet.safetensors", "out.safetensors"),
         &["plan.json", "larger than 64 MiB"],
     );
     common::refused_in(
@@ -312,14 +298,7 @@ fn a_signal_during_a_write_leaves_no_temporary_file() {
     for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
         let child = Command::new(env!("CARGO_BIN_EXE_tchprune"))
             .current_dir(dir.path())
-            .args([
-                "apply",
-                "big.safetensors",
-                "--plan",
-                "plan.json",
-                "-o",
-                "out.safetensors",
-            ])
+            .args(common::apply_args("big.safetensors", "out.safetensors"))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -13,17 +13,9 @@ enum PlanFile {
     Missing,
 }
 
-const APPLY: &[&str] = &[
-    "apply",
-    "lenet.safetensors",
-    "--plan",
-    "plan.json",
-    "-o",
-    "out.safetensors",
-];
-
 fn refused(name: &str, plan: PlanFile, extra: &[&str], fragments: &[&str]) {
-    let args: Vec<&str> = APPLY.iter().chain(extra).copied().collect();
+    let apply = common::apply_args("lenet.safetensors", "out.safetensors");
+    let args: Vec<&str> = apply.iter().chain(extra).copied().collect();
     refused_with(name, plan, |_| {}, &args, fragments);
 }
 

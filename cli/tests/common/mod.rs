@@ -133,6 +133,11 @@ pub fn apply_to_lenet(plan: &serde_json::Value, extra: &[&str]) -> (tempfile::Te
     (dir, run)
 }
 
+/// The arguments of `tchprune apply INPUT --plan plan.json -o OUTPUT`.
+pub fn apply_args<'a>(input: &'a str, output: &'a str) -> [&'a str; 6] {
+    ["apply", input, "--plan", "plan.json", "-o", output]
+}
+
 /// Runs `tchprune apply INPUT --plan PLAN -o OUTPUT EXTRA...` in `dir`.
 pub fn apply(dir: &Path, input: &str, plan: &str, output: &str, extra: &[&str]) -> Run {
     let mut args = vec!["apply", input, "--plan", plan, "-o", output];
