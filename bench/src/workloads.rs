@@ -9,7 +9,7 @@ use tch::{Device, Kind, Tensor};
 use tchprune::checkpoint::{self, module_from_state_dict, MaskDtype};
 use tchprune::method::L1Unstructured;
 use tchprune::optim::MaskedAdam;
-use tchprune::{layers, prune, Module, Norm, VarStorePruner};
+use tchprune::{layers, prune, Module, Norm, Prunable, VarStorePruner};
 use tchprune_examples::foobar::FooBarPruningMethod;
 
 /// The median of `runs` timings of `run`, each after an untimed `setup`.
@@ -148,6 +148,13 @@ fn mlp(vs: &nn::VarStore) -> Module {
     ])
 }
 
+/// The MLP's three weights pruned to 90% by magnitude, through either front end.
+fn prune_mlp(target: &mut impl Prunable) {
+    for layer in ["0", "2", "4"] {
+        prune::l1_unstructured(target, &format!("{layer}.weight"), 0.9, None).expect("prunes");
+    }
+}
+
 /// Median seconds per call of each step, the two alternating (in both orders) so that drift in
 /// the machine's speed or memory state weighs on both alike.
 fn interleaved(calls: usize, dense: impl FnMut(), pruned: impl FnMut()) -> (f64, f64) {
@@ -193,10 +200,7 @@ fn mlp_overhead(step: MlpStep, calls: usize) -> Value {
         let vs = nn::VarStore::new(Device::Cpu);
         let mut model = mlp(&vs);
         if pruned {
-            for layer in ["0", "2", "4"] {
-                prune::l1_unstructured(&mut model, &format!("{layer}.weight"), 0.9, None)
-                    .expect("prunes");
-            }
+            prune_mlp(&mut model);
         }
         let (x, target) = (x.shallow_clone(), target.shallow_clone());
         if step == MlpStep::Eval {
@@ -256,10 +260,7 @@ fn train_step_varstore(pruned_update: Update, calls: usize) -> Value {
         let net = tch_mlp(&vs);
         let mut pruner = VarStorePruner::new(&vs);
         if pruned {
-            for layer in ["0", "2", "4"] {
-                prune::l1_unstructured(&mut pruner, &format!("{layer}.weight"), 0.9, None)
-                    .expect("prunes");
-            }
+            prune_mlp(&mut pruner);
         }
         let (x, target) = (x.shallow_clone(), target.shallow_clone());
         let loss =

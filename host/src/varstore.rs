@@ -151,11 +151,12 @@ impl VarStorePruner {
     /// Writes every mask into its variable (`variable *= mask`, in place, without gradients):
     /// what an optimizer step wrote into pruned entries is zero again.
     pub fn apply_masks(&mut self) -> Result<()> {
+        let variables = self
+            .variables
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         for (name, pruned) in &mut self.pruned {
-            let mut variable = self
-                .variables
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
+            let mut variable = variables
                 .named_variables
                 .get(name)
                 .map(Tensor::shallow_clone)
@@ -163,11 +164,9 @@ impl VarStorePruner {
                     path: name.clone(),
                     hint: ": it was pruned but has left the VarStore".to_owned(),
                 })?;
-            if pruned.mask.device() != variable.device() {
-                pruned.mask = pruned.mask.f_to_device(variable.device())?;
-            }
-            mask_in_place::mul_mask_(&mut variable, &pruned.mask)
-                .map_err(|e| PruneError::from(e).at(name))?;
+            // The store moved (`vs.set_device`): the mask follows, once.
+            pruned.mask = on_device_of(&pruned.mask, &variable)?;
+            write_mask(&mut variable, &pruned.mask, name)?;
         }
         Ok(())
     }
@@ -422,6 +421,20 @@ impl VarStorePruner {
     }
 }
 
+/// `mask` on `variable`'s device: itself when it is there already.
+fn on_device_of(mask: &Tensor, variable: &Tensor) -> Result<Tensor> {
+    match mask.device() == variable.device() {
+        true => Ok(mask.shallow_clone()),
+        false => Ok(mask.f_to_device(variable.device())?),
+    }
+}
+
+/// `variable *= mask` in place, without gradients; an error names the variable `name`.
+fn write_mask(variable: &mut Tensor, mask: &Tensor, name: &str) -> Result<()> {
+    let mask = on_device_of(mask, variable)?;
+    mask_in_place::mul_mask_(variable, &mask).map_err(|e| PruneError::from(e).at(name))
+}
+
 fn check_shape(key: &str, variable: &Tensor, value: &Tensor) -> Result<()> {
     if value.size() != variable.size() {
         return Err(PruneError::ShapeMismatch {
@@ -448,7 +461,8 @@ impl MaskStore for VarStorePruner {
         let mask = self
             .pruned
             .get(path)
-            .map(|p| p.mask.to_device(variable.device()));
+            .map(|p| on_device_of(&p.mask, &variable))
+            .transpose()?;
         Ok((variable, mask))
     }
 
@@ -511,9 +525,7 @@ impl Prunable for VarStorePruner {
                 path: path.to_owned(),
             });
         };
-        let mut variable = self.variable(path)?;
-        let mask = pruned.mask.f_to_device(variable.device())?;
-        mask_in_place::mul_mask_(&mut variable, &mask).map_err(|e| PruneError::from(e).at(path))?;
+        write_mask(&mut self.variable(path)?, &pruned.mask, path)?;
         self.pruned.remove(path);
         Ok(())
     }
