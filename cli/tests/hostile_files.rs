@@ -316,12 +316,17 @@ fn a_signal_during_a_write_leaves_no_temporary_file() {
         }
         let output = child.wait_with_output().unwrap();
         if signalled && output.status.code() == Some(128 + signal) {
-            caught += 1;
             assert!(
                 !temporary(dir.path()),
                 "a temporary file survived signal {signal}"
             );
-            assert!(!dir.path().join("out.safetensors").exists());
+            let out = dir.path().join("out.safetensors");
+            // The signal came before the output was complete (discarded) or after (whole).
+            if out.exists() {
+                assert!(tchprune::checkpoint::read(&out).is_ok(), "a partial output");
+            } else {
+                caught += 1;
+            }
         }
         let _ = std::fs::remove_file(dir.path().join("out.safetensors"));
     }

@@ -47,6 +47,17 @@ fn kind_of(metadata: &Metadata) -> &'static str {
     }
 }
 
+/// Fails unless `metadata` (of `path`) is a regular file's, naming what it is instead.
+fn ensure_regular(path: &Path, metadata: &Metadata) -> Result<()> {
+    if metadata.is_file() {
+        return Ok(());
+    }
+    Err(PruneError::NotRegularFile {
+        path: path.display().to_string(),
+        kind: kind_of(metadata),
+    })
+}
+
 /// Opens `path` for reading if it is a regular file (symlinks are followed), without blocking
 /// on FIFOs; the check is made on the open file, so the path cannot be swapped in between.
 pub fn open_regular(path: &Path) -> Result<File> {
@@ -56,12 +67,7 @@ pub fn open_regular(path: &Path) -> Result<File> {
         .open(path)
         .map_err(|error| io_error(path, error))?;
     let metadata = file.metadata().map_err(|error| io_error(path, error))?;
-    if !metadata.is_file() {
-        return Err(PruneError::NotRegularFile {
-            path: path.display().to_string(),
-            kind: kind_of(&metadata),
-        });
-    }
+    ensure_regular(path, &metadata)?;
     Ok(file)
 }
 
@@ -84,13 +90,7 @@ pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
 /// Fails unless `path` is a regular file (following symlinks), naming what it is instead.
 pub fn check_regular(path: &Path) -> Result<()> {
     let metadata = std::fs::metadata(path).map_err(|error| io_error(path, error))?;
-    if !metadata.is_file() {
-        return Err(PruneError::NotRegularFile {
-            path: path.display().to_string(),
-            kind: kind_of(&metadata),
-        });
-    }
-    Ok(())
+    ensure_regular(path, &metadata)
 }
 
 /// Where writing `path` lands: the file a symlink points to, or the path itself in its
@@ -100,12 +100,7 @@ fn destination(path: &Path) -> Result<PathBuf> {
         Ok(_) => {
             let resolved = path.canonicalize().map_err(|error| io_error(path, error))?;
             let metadata = std::fs::metadata(&resolved).map_err(|error| io_error(path, error))?;
-            if !metadata.is_file() {
-                return Err(PruneError::NotRegularFile {
-                    path: path.display().to_string(),
-                    kind: kind_of(&metadata),
-                });
-            }
+            ensure_regular(path, &metadata)?;
             Ok(resolved)
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
@@ -174,22 +169,30 @@ pub fn write_atomically(path: &Path, write: impl FnOnce(&mut File) -> Result<()>
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let prefix = format!(".{name}.");
-    let mut temporary = tempfile::Builder::new()
-        .prefix(&prefix)
-        .suffix(".tmp")
-        .permissions(std::fs::Permissions::from_mode(0o666))
-        .tempfile_in(directory)
-        .map_err(|error| io_error(path, error))?;
+    // The list stays locked while the file is created and listed, and again while it is
+    // renamed (or removed) and unlisted: a signal handler calling `remove_temporary_files`
+    // meanwhile waits, so it never misses a temporary file nor removes a finished output's name.
+    let mut temporary = {
+        let mut files = lock_temporary_files();
+        let temporary = tempfile::Builder::new()
+            .prefix(&prefix)
+            .suffix(".tmp")
+            .permissions(std::fs::Permissions::from_mode(0o666))
+            .tempfile_in(directory)
+            .map_err(|error| io_error(path, error))?;
+        files.push(temporary.path().to_owned());
+        temporary
+    };
+    let written = write(temporary.as_file_mut());
+    let mut files = lock_temporary_files();
     let temporary_path = temporary.path().to_owned();
-    lock_temporary_files().push(temporary_path.clone());
-    let result = write(temporary.as_file_mut()).and_then(|()| {
+    files.retain(|p| *p != temporary_path);
+    written.and_then(|()| {
         temporary
             .persist(&destination)
             .map(drop)
             .map_err(|error| io_error(path, error.error))
-    });
-    lock_temporary_files().retain(|p| *p != temporary_path);
-    result
+    })
 }
 
 fn lock_temporary_files() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
