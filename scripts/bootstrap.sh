@@ -58,6 +58,22 @@ else
   say "torch $TORCH_VERSION already installed in $VENV"
 fi
 
+# Fashion-MNIST for the training examples and their smoke test (Debian's package; best effort:
+# without it the smoke test runs on a synthetic task and the example says how to install it).
+FASHION_MNIST=/usr/share/datasets/fashion-mnist
+if [ -z "$CONFIGURE" ] && [ ! -e "$FASHION_MNIST/train-images-idx3-ubyte.gz" ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    say "installing Debian's dataset-fashion-mnist into $FASHION_MNIST"
+    if ! apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; then
+      apt-get update -q >/dev/null 2>&1 || true
+      apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 \
+        || say "could not install dataset-fashion-mnist: the examples fall back to synthetic data"
+    fi
+  else
+    say "no $FASHION_MNIST: as root, \`apt-get install dataset-fashion-mnist\` adds it"
+  fi
+fi
+
 read -r TORCH_DIR CXX11_ABI < <("$VENV/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__), int(torch._C._GLIBCXX_USE_CXX11_ABI))')
 TORCH_LIB="$TORCH_DIR/lib"
 say "libtorch: $TORCH_LIB (cxx11 abi $CXX11_ABI)"

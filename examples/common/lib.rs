@@ -1,5 +1,5 @@
-//! Shared pieces of the examples: the tutorial walkthrough and its FooBar method, the data,
-//! and a tch model pruned as it is.
+//! Shared pieces of the examples: the tutorial walkthrough and its FooBar method, the data, a
+//! tch model pruned as it is, and the Fashion-MNIST recipe.
 //!
 //! The walkthrough lives here rather than in `tutorial.rs` so that other front ends (the
 //! `tchprune demo` command) can run the very same steps.
@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod data;
+pub mod fashion;
 pub mod foobar;
 pub mod tch_model;
 pub mod tutorial;

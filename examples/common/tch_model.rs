@@ -7,12 +7,11 @@
 //! every step, so the model's code and its forward pass stay exactly as they were.
 
 use crate::data::Data;
-use std::sync::Arc;
 use tch::nn::{self, ModuleT, OptimizerConfig};
 use tch::{Device, Tensor};
-use tchprune::method::L1Unstructured;
+use tchprune::schedule::{Distribution, GradualPruner, MethodSpec, PruningSchedule, Schedule};
 use tchprune::sparsity::Sparsity;
-use tchprune::{prune, Amount, VarStorePruner};
+use tchprune::{Registry, VarStorePruner};
 
 /// tch's MNIST network, unchanged but for naming each layer's path.
 #[derive(Debug)]
@@ -127,8 +126,9 @@ fn train(
 }
 
 /// Trains tch's network on `data`, then prunes [`WEIGHTS`] globally by magnitude to
-/// `options.sparsity` in `options.rounds` rounds (the same share of the remaining weights each
-/// round, landing exactly on the target count), fine-tuning after each; `log` hears progress.
+/// `options.sparsity` with an iterative schedule of `options.rounds` rounds (the same share of
+/// the remaining weights each round, landing exactly on the target count), fine-tuning after
+/// each; `log` hears progress.
 pub fn run(data: &Data, options: &Options, log: &mut dyn FnMut(String)) -> anyhow::Result<Report> {
     let vs = nn::VarStore::new(Device::Cpu);
     let net = Net::new(&vs.root());
@@ -145,14 +145,26 @@ pub fn run(data: &Data, options: &Options, log: &mut dyn FnMut(String)) -> anyho
     log(format!("dense: test accuracy {dense_accuracy:.4}"));
 
     let mut pruner = VarStorePruner::new(&vs);
-    let total = pruner.sparsity(&WEIGHTS)?.pop().expect("a total").total;
-    let mut pruned = 0;
+    let steps_per_round = options.batches_per_round as u64;
+    let mut schedule = GradualPruner::new(
+        PruningSchedule {
+            tensors: WEIGHTS.iter().map(|w| w.to_string()).collect(),
+            schedule: Schedule::Iterative {
+                final_sparsity: options.sparsity,
+                rounds: options.rounds as u32,
+                begin_step: 0,
+                steps_per_round,
+            },
+            distribution: Distribution::Global { min_density: 0.0 },
+            method: MethodSpec::default(),
+        },
+        &Registry::with_builtins(),
+    )?;
     for round in 1..=options.rounds {
-        let kept = (1.0 - options.sparsity).powf(round as f64 / options.rounds as f64);
-        let target = (total as f64 * (1.0 - kept)).round() as i64;
-        let method = Arc::new(L1Unstructured::new(Amount::Count(target - pruned))?);
-        prune::global_unstructured(&mut pruner, &WEIGHTS, method, &[])?;
-        pruned = target;
+        let step = (round as u64 - 1) * steps_per_round;
+        let pruned = schedule
+            .step(&mut pruner, step)?
+            .expect("an iterative schedule prunes at the start of each round");
         let after_pruning = accuracy(&net, data);
         train(
             &net,
@@ -165,7 +177,7 @@ pub fn run(data: &Data, options: &Options, log: &mut dyn FnMut(String)) -> anyho
         log(format!(
             "round {round}: {:.2}% pruned, test accuracy {after_pruning:.4} right after \
              pruning, {:.4} after fine-tuning",
-            100.0 * target as f64 / total as f64,
+            100.0 * pruned.sparsity(),
             accuracy(&net, data)
         ));
     }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use tch::Tensor;
 
 /// A pruning computed and checked (its mask already on the tensor's device) but not written.
-pub(crate) struct PlannedMask {
+pub struct PlannedMask {
     /// The tensor's dotted path.
     pub path: String,
     /// The method, for the tensor's history.
@@ -31,8 +31,10 @@ pub(crate) struct PlannedMask {
     pub mask: Tensor,
 }
 
-/// What a front end provides to the engine.
-pub(crate) trait MaskStore {
+/// What a front end provides to the engine. Public only so that the sealed
+/// [`Prunable`](crate::Prunable) can build on it; the module is private, so no one outside can
+/// name it.
+pub trait MaskStore {
     /// The tensor at `path` as the forward pass sees it (detached) and its current `bool`
     /// mask, or `None` when it is not pruned yet. An error names `path` when there is no such
     /// prunable tensor.
@@ -47,6 +49,35 @@ pub(crate) trait MaskStore {
     /// Writes a planned pruning and records its method in the tensor's history. Cannot fail:
     /// [`plan`] has checked everything.
     fn commit(&mut self, planned: PlannedMask);
+
+    /// The dotted paths of every tensor that can be pruned (pruned or not), as the forward pass
+    /// names them.
+    fn tensor_paths(&self) -> Vec<String>;
+
+    /// Writes `values` (checked by [`check_values`]) into the tensor at `path`, in place and
+    /// without gradients, where the forward pass reads it: pruned entries stay pruned.
+    fn overwrite(&mut self, path: &str, values: &Tensor) -> Result<()>;
+}
+
+/// Checks that `values` can be written into the tensor at `path`: same shape, a dtype it converts
+/// to; an error names the path.
+pub(crate) fn check_values(store: &impl MaskStore, path: &str, values: &Tensor) -> Result<()> {
+    let (tensor, _) = store.stored(path)?;
+    if values.size() != tensor.size() {
+        return Err(PruneError::ShapeMismatch {
+            what: format!("the values for '{path}'"),
+            expected: tensor.size(),
+            actual: values.size(),
+        });
+    }
+    Ok(())
+}
+
+/// Writes every planned pruning.
+pub(crate) fn commit_all(store: &mut impl MaskStore, planned: Vec<PlannedMask>) {
+    for planned in planned {
+        store.commit(planned);
+    }
 }
 
 /// How many entries of the tensor at `path` are zero as the forward pass sees it, and how many
@@ -143,9 +174,7 @@ pub(crate) fn restore_all(store: &mut impl MaskStore, masks: Vec<(String, Tensor
             Ok(PlannedMask { path, method, mask })
         })
         .collect::<Result<Vec<_>>>()?;
-    for planned in planned {
-        store.commit(planned);
-    }
+    commit_all(store, planned);
     Ok(())
 }
 
@@ -157,6 +186,18 @@ pub(crate) fn global_unstructured(
     method: Arc<dyn PruningMethod>,
     importance_scores: &[(&str, &Tensor)],
 ) -> Result<()> {
+    let planned = plan_global(store, paths, method, importance_scores)?;
+    commit_all(store, planned);
+    Ok(())
+}
+
+/// Computes and checks what [`global_unstructured`] would write, without writing it.
+pub(crate) fn plan_global(
+    store: &impl MaskStore,
+    paths: &[&str],
+    method: Arc<dyn PruningMethod>,
+    importance_scores: &[(&str, &Tensor)],
+) -> Result<Vec<PlannedMask>> {
     if method.pruning_type() != PruningType::Unstructured {
         return Err(PruneError::WrongPruningType {
             method: method.name().to_owned(),
@@ -207,10 +248,7 @@ pub(crate) fn global_unstructured(
             mask: mask.f_to_device(device)?,
         });
     }
-    for planned in planned {
-        store.commit(planned);
-    }
-    Ok(())
+    Ok(planned)
 }
 
 /// PyTorch's way: one container over the concatenation of every tensor's scores and masks,

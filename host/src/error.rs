@@ -17,6 +17,9 @@ pub enum PruneError {
         /// Why it was rejected.
         reason: &'static str,
     },
+    /// A schedule, a spread over tensors or a lottery ticket that cannot be carried out.
+    #[error("invalid schedule: {0}")]
+    InvalidSchedule(String),
     /// A count larger than the number of prunable units.
     #[error("amount={amount} should be smaller than the number of parameters to prune={units}")]
     AmountTooLarge {

@@ -11,6 +11,8 @@
 //! - [`prune`] has PyTorch's functions; [`PruningMethod`] is the trait to write your own method.
 //! - [`Registry`] finds methods by name and builds them from JSON arguments, built-in or loaded
 //!   from a [`plugin`].
+//! - [`schedule`] prunes gradually while a model trains (polynomial decay, iterative, lottery
+//!   tickets), spreading the sparsity over layers uniformly, globally, by LAMP or by ERK.
 //! - [`checkpoint`] reads and writes safetensors state_dicts; [`plan`] prunes a checkpoint by a
 //!   declarative plan without the model's code (what the `tchprune` command runs).
 //!
@@ -48,6 +50,7 @@ mod product_cache;
 pub mod prune;
 mod registry;
 mod reparam;
+pub mod schedule;
 mod small_loops;
 pub mod sparsity;
 mod varstore;

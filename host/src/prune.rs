@@ -30,7 +30,7 @@ use std::sync::Arc;
 use tch::Tensor;
 
 mod sealed {
-    pub trait Sealed {}
+    pub trait Sealed: crate::engine::MaskStore {}
     impl Sealed for crate::Module {}
     impl Sealed for crate::VarStorePruner {}
 }

@@ -113,6 +113,32 @@ impl MaskStore for Module {
             }
         }
     }
+
+    fn tensor_paths(&self) -> Vec<String> {
+        self.named_parameters()
+            .into_iter()
+            .map(|(name, _)| match name.strip_suffix("_orig") {
+                Some(base) if self.is_pruned_at(base) => base.to_owned(),
+                _ => name,
+            })
+            .collect()
+    }
+
+    fn overwrite(&mut self, path: &str, values: &Tensor) -> Result<()> {
+        crate::engine::check_values(self, path, values)?;
+        let (mut stored, _) = tensor_state(self, path, false)?;
+        tch::no_grad(|| stored.f_copy_(values))?;
+        Ok(())
+    }
+}
+
+impl Module {
+    /// True when the tensor at the dotted `path` is pruned.
+    fn is_pruned_at(&self, path: &str) -> bool {
+        let (module_path, name) = split_tensor_path(path);
+        self.submodule(module_path)
+            .is_ok_and(|module| module.pruning_hook(name).is_some())
+    }
 }
 
 /// Makes the pruning of the tensor at `path` permanent: `name` becomes a plain parameter again,

@@ -498,6 +498,22 @@ impl MaskStore for VarStorePruner {
             }
         }
     }
+
+    fn tensor_paths(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.lock().named_variables.keys().cloned().collect();
+        names.sort_unstable();
+        names
+    }
+
+    fn overwrite(&mut self, path: &str, values: &Tensor) -> Result<()> {
+        crate::engine::check_values(self, path, values)?;
+        let mut variable = self.variable(path)?;
+        tch::no_grad(|| variable.f_copy_(values))?;
+        if let Some(pruned) = self.pruned.get(path) {
+            write_mask(&mut variable, &pruned.mask, path)?;
+        }
+        Ok(())
+    }
 }
 
 impl Prunable for VarStorePruner {

@@ -15,6 +15,7 @@ const PLUGIN_PACKAGES: &[&str] = &[
     "tchprune-fixture-wrong-shape",
     "tchprune-fixture-future-api",
     "tchprune-fixture-not-a-plugin",
+    "tchprune-fixture-first-entries",
 ];
 
 /// The workspace root.
