@@ -52,6 +52,23 @@ pub enum Command {
         #[arg(long, short)]
         output: PathBuf,
     },
+    /// Write INPUT's weights in compressed-tensors' sparse-bitmask layout (non-zero values and a
+    /// bitmask) to OUTPUT; a pruned INPUT is made permanent first.
+    Compress {
+        /// The safetensors state_dict, pruned or not (read only).
+        input: PathBuf,
+        /// Where to write the compressed state_dict (atomically).
+        #[arg(long, short)]
+        output: PathBuf,
+    },
+    /// Restore the dense weights of a sparse-bitmask checkpoint and write OUTPUT.
+    Decompress {
+        /// The compressed safetensors state_dict (read only).
+        input: PathBuf,
+        /// Where to write the dense state_dict (atomically).
+        #[arg(long, short)]
+        output: PathBuf,
+    },
     /// Run the pruning tutorial on the built-in LeNet.
     Demo,
 }

@@ -6,7 +6,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use tchprune::checkpoint::{self, MaskDtype};
+use tchprune::checkpoint::{self, sparse_bitmask, MaskDtype};
 use tchprune::plan::{Plan, PrunedState};
 use tchprune::Registry;
 
@@ -25,6 +25,8 @@ pub fn run(command: Command) -> Result<()> {
         Command::Stats { file, json } => stats(&file, json),
         Command::Methods { plugins } => methods(&plugins),
         Command::Finalize { input, output } => finalize(&input, &output),
+        Command::Compress { input, output } => compress(&input, &output),
+        Command::Decompress { input, output } => decompress(&input, &output),
         Command::Demo => tchprune_examples::tutorial::run(&mut std::io::stdout().lock()),
     }
 }
@@ -53,8 +55,17 @@ fn check_distinct(input: &Path, output: &Path) -> Result<()> {
     Ok(tchprune::files::check_distinct(input, output)?)
 }
 
-fn read_state(input: &Path) -> Result<PrunedState> {
+/// The checkpoint at `input`, its sparse-bitmask weights made dense.
+fn read_dense(input: &Path) -> Result<checkpoint::Checkpoint> {
     let checkpoint = checkpoint::read(input)?;
+    if !sparse_bitmask::is_compressed(&checkpoint) {
+        return Ok(checkpoint);
+    }
+    sparse_bitmask::decompress(&checkpoint).with_context(|| input.display().to_string())
+}
+
+fn read_state(input: &Path) -> Result<PrunedState> {
+    let checkpoint = read_dense(input)?;
     PrunedState::from_checkpoint(checkpoint).with_context(|| input.display().to_string())
 }
 
@@ -120,9 +131,64 @@ fn progress_bar(entries: usize) -> ProgressBar {
     bar
 }
 
+/// The bytes of tensor data each form of a checkpoint takes: PyTorch's pruned pairs (masks in
+/// the parameters' dtype), plain (pruning made permanent), and sparse-bitmask.
+struct FormSizes {
+    pruned: u64,
+    plain: u64,
+    sparse_bitmask: u64,
+}
+
+fn form_sizes(state: &PrunedState, rows: &[tchprune::sparsity::Sparsity]) -> FormSizes {
+    let zeros: std::collections::HashMap<&str, i64> =
+        rows.iter().map(|r| (r.name.as_str(), r.zeros)).collect();
+    let module = state.module();
+    let parameters = module.named_parameters();
+    let orig_kinds: std::collections::HashMap<&str, tch::Kind> = parameters
+        .iter()
+        .filter_map(|(n, p)| n.strip_suffix("_orig").map(|base| (base, p.kind())))
+        .collect();
+    let mut sizes = FormSizes {
+        pruned: 0,
+        plain: 0,
+        sparse_bitmask: 0,
+    };
+    let buffers = module.named_buffers();
+    for (name, t) in parameters.iter().chain(&buffers) {
+        let (shape, kind) = (t.size(), t.kind());
+        let numel = t.numel() as u64;
+        let plain_name = match name.strip_suffix("_mask") {
+            Some(base) if state.is_pruned(base) => {
+                // written in its parameter's dtype
+                let element = orig_kinds.get(base).map_or(1, |k| k.elt_size_in_bytes());
+                sizes.pruned += numel * element as u64;
+                continue;
+            }
+            _ => match name.strip_suffix("_orig") {
+                Some(base) if state.is_pruned(base) => base.to_owned(),
+                _ => name.to_owned(),
+            },
+        };
+        let bytes = numel * kind.elt_size_in_bytes() as u64;
+        sizes.pruned += bytes;
+        sizes.plain += bytes;
+        let nonzeros = t.numel() as i64 - zeros.get(plain_name.as_str()).copied().unwrap_or(0);
+        sizes.sparse_bitmask +=
+            sparse_bitmask::compressed_bytes(&plain_name, &shape, kind, nonzeros);
+    }
+    sizes
+}
+
 fn stats(file: &Path, as_json: bool) -> Result<()> {
     let state = read_state(file)?;
     let rows = state.sparsity()?;
+    let pruned_keys: Vec<bool> = rows.iter().map(|r| state.is_pruned(&r.name)).collect();
+    let history: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| json!(state.history().get(&r.name).cloned().unwrap_or_default()))
+        .collect();
+    let file_bytes = file_size(file)?;
+    let sizes = form_sizes(&state, &rows);
     if as_json {
         let row_json = |row: &tchprune::sparsity::Sparsity| {
             json!({
@@ -134,18 +200,24 @@ fn stats(file: &Path, as_json: bool) -> Result<()> {
         let (total, params) = rows.split_last().expect("sparsity ends with the total");
         let parameters: Vec<_> = params
             .iter()
-            .map(|row| {
+            .enumerate()
+            .map(|(i, row)| {
                 let mut value = row_json(row);
                 value["key"] = json!(row.name);
-                value["pruned"] = json!(state.is_pruned(&row.name));
-                value["history"] =
-                    json!(state.history().get(&row.name).cloned().unwrap_or_default());
+                value["pruned"] = json!(pruned_keys[i]);
+                value["history"] = history[i].clone();
                 value
             })
             .collect();
+        let sizes = json!({
+            "file": file_bytes,
+            "pruned": sizes.pruned,
+            "plain": sizes.plain,
+            "sparse_bitmask": sizes.sparse_bitmask,
+        });
         println!(
             "{}",
-            json!({"parameters": parameters, "total": row_json(total)})
+            json!({"parameters": parameters, "total": row_json(total), "bytes": sizes})
         );
         return Ok(());
     }
@@ -156,10 +228,10 @@ fn stats(file: &Path, as_json: bool) -> Result<()> {
         "{:width$}  {:>6}  {:>12}  {:>12}  {:>8}",
         "parameter", "pruned", "zeros", "entries", "sparsity"
     )?;
-    for row in &rows {
+    for (row, is_pruned) in rows.iter().zip(&pruned_keys) {
         let (name, pruned) = match row.name.as_str() {
             "global" => ("total", ""),
-            name => (name, if state.is_pruned(name) { "yes" } else { "no" }),
+            name => (name, if *is_pruned { "yes" } else { "no" }),
         };
         writeln!(
             out,
@@ -169,6 +241,17 @@ fn stats(file: &Path, as_json: bool) -> Result<()> {
             row.percent()
         )?;
     }
+    let ratio = |bytes: u64| bytes as f64 / sizes.plain.max(1) as f64;
+    writeln!(
+        out,
+        "bytes: this file {file_bytes}; tensor data as pruned pairs {} ({:.3}x plain), plain {}, \
+         sparse-bitmask {} ({:.3}x plain)",
+        sizes.pruned,
+        ratio(sizes.pruned),
+        sizes.plain,
+        sizes.sparse_bitmask,
+        ratio(sizes.sparse_bitmask)
+    )?;
     out.flush()?;
     exit_soon(state);
     Ok(())
@@ -200,5 +283,56 @@ fn finalize(input: &Path, output: &Path) -> Result<()> {
         output.display()
     );
     exit_soon(plain);
+    Ok(())
+}
+
+fn file_size(path: &Path) -> Result<u64> {
+    Ok(std::fs::metadata(path)
+        .with_context(|| path.display().to_string())?
+        .len())
+}
+
+fn compress(input: &Path, output: &Path) -> Result<()> {
+    check_distinct(input, output)?;
+    let state = read_state(input)?;
+    let plain = state.finalize()?.to_checkpoint(MaskDtype::Parameter)?;
+    let dense_bytes: u64 = plain
+        .tensors
+        .iter()
+        .map(|(_, t)| (t.numel() * t.kind().elt_size_in_bytes()) as u64)
+        .sum();
+    let compressed = sparse_bitmask::compress(&plain)?;
+    checkpoint::write(&compressed.tensors, &compressed.metadata, output)?;
+    let written = file_size(output)?;
+    let sparsity = sparse_bitmask::config(&compressed)
+        .and_then(|config| config["global_sparsity"].as_f64())
+        .unwrap_or(0.0);
+    println!(
+        "compressed ({:.2}% of the weights' entries are zero): {} bytes, {:.3}x the {} bytes of \
+         the dense tensors: {}",
+        100.0 * sparsity,
+        written,
+        written as f64 / dense_bytes.max(1) as f64,
+        dense_bytes,
+        output.display()
+    );
+    exit_soon((plain, compressed));
+    Ok(())
+}
+
+fn decompress(input: &Path, output: &Path) -> Result<()> {
+    check_distinct(input, output)?;
+    let compressed = checkpoint::read(input)?;
+    if !sparse_bitmask::is_compressed(&compressed) {
+        anyhow::bail!(
+            "{}: no weight in the sparse-bitmask layout (no '.bitmask' tensor)",
+            input.display()
+        );
+    }
+    let dense =
+        sparse_bitmask::decompress(&compressed).with_context(|| input.display().to_string())?;
+    checkpoint::write(&dense.tensors, &dense.metadata, output)?;
+    println!("decompressed: {}", output.display());
+    exit_soon((compressed, dense));
     Ok(())
 }

@@ -182,21 +182,34 @@ struct Trainer<'a> {
     points: Vec<Point>,
 }
 
+/// One training: what it is, how long, its learning rate and what happens around each step.
+struct Phase<'a> {
+    run: Run,
+    epochs: usize,
+    /// The learning rate of each step.
+    learning_rate: &'a dyn Fn(u64) -> f64,
+    /// Whether to measure before the step's hook runs (before a pruning step: the accuracy a
+    /// sparsity reached after training at it, not the dip right after pruning).
+    measure_before: &'a dyn Fn(u64) -> bool,
+    /// Runs after each optimizer step (pruning); says whether the sparsity changed.
+    after_step: &'a mut dyn FnMut(u64, &mut Module) -> anyhow::Result<bool>,
+}
+
 impl Trainer<'_> {
-    /// Trains `model` for `epochs`; `after_step(step, model)` runs after each step (pruning)
-    /// and says whether it changed the sparsity. Measures at the end of each epoch and before
-    /// each step where `measure_before(step)`: the accuracy a sparsity reached after training
-    /// at it, not the dip right after a pruning step.
+    /// Trains `model` through `phase`, measuring at the end of each epoch too.
     fn train(
         &mut self,
-        run: Run,
         model: &mut Module,
         opt: &mut nn::Optimizer,
-        epochs: usize,
-        learning_rate: &dyn Fn(u64) -> f64,
-        measure_before: &dyn Fn(u64) -> bool,
-        after_step: &mut dyn FnMut(u64, &mut Module) -> anyhow::Result<bool>,
+        phase: Phase<'_>,
     ) -> anyhow::Result<()> {
+        let Phase {
+            run,
+            epochs,
+            learning_rate,
+            measure_before,
+            after_step,
+        } = phase;
         let per_epoch = steps_per_epoch(self.data, self.batch_size);
         (self.events)(Event::Start(run, per_epoch * epochs as u64));
         let mut step = 0u64;
@@ -296,17 +309,19 @@ pub fn run(
     };
     let mut opt = adam(&dense_vs, options.learning_rate)?;
     trainer.train(
-        Run::Dense,
         &mut dense,
         &mut opt,
-        options.dense_epochs,
-        &|_| options.learning_rate,
-        &|_| false,
-        &mut |step, model| {
-            if step == options.rewind_step && ticket.is_none() {
-                ticket = Some(LotteryTicket::record(model)?);
-            }
-            Ok(false)
+        Phase {
+            run: Run::Dense,
+            epochs: options.dense_epochs,
+            learning_rate: &|_| options.learning_rate,
+            measure_before: &|_| false,
+            after_step: &mut |step, model| {
+                if step == options.rewind_step && ticket.is_none() {
+                    ticket = Some(LotteryTicket::record(model)?);
+                }
+                Ok(false)
+            },
         },
     )?;
     let ticket = ticket.ok_or_else(|| {
@@ -326,13 +341,15 @@ pub fn run(
     let mut pruner = GradualPruner::new(schedule.clone(), &registry)?;
     pruner.step(&mut pruned, 0)?;
     trainer.train(
-        Run::Gradual,
         &mut pruned,
         &mut opt,
-        options.prune_epochs + options.finetune_epochs,
-        &|step| prune_learning_rate(options, step, prune_steps, data),
-        &|step| schedule.schedule.is_pruning_step(step),
-        &mut |step, model| Ok(pruner.step(model, step)?.is_some()),
+        Phase {
+            run: Run::Gradual,
+            epochs: options.prune_epochs + options.finetune_epochs,
+            learning_rate: &|step| prune_learning_rate(options, step, prune_steps, data),
+            measure_before: &|step| schedule.schedule.is_pruning_step(step),
+            after_step: &mut |step, model| Ok(pruner.step(model, step)?.is_some()),
+        },
     )?;
 
     // Lottery ticket: prune the trained model a step further each round, rewind, retrain.
@@ -358,13 +375,15 @@ pub fn run(
             ticket.rewind(&mut lottery)?;
             let mut opt = adam(&lottery_vs, options.learning_rate)?;
             trainer.train(
-                Run::Lottery,
                 &mut lottery,
                 &mut opt,
-                options.lottery_epochs,
-                &|_| options.learning_rate,
-                &|_| false,
-                &mut |_, _| Ok(false),
+                Phase {
+                    run: Run::Lottery,
+                    epochs: options.lottery_epochs,
+                    learning_rate: &|_| options.learning_rate,
+                    measure_before: &|_| false,
+                    after_step: &mut |_, _| Ok(false),
+                },
             )?;
         }
     }

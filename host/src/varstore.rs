@@ -276,10 +276,11 @@ impl VarStorePruner {
         checkpoint::write(&self.plain_state_dict(), &Default::default(), path)
     }
 
-    /// Loads the safetensors file at `path` with [`VarStorePruner::load_state_dict`].
+    /// Loads the safetensors file at `path` (weights in compressed-tensors' sparse-bitmask
+    /// layout come back dense) with [`VarStorePruner::load_state_dict`].
     pub fn load(&mut self, path: impl AsRef<Path>, strict: bool) -> Result<LoadReport> {
-        let file = checkpoint::read(path)?;
-        self.load_state_dict(&file.tensors, strict)
+        let tensors = checkpoint::load(path)?;
+        self.load_state_dict(&tensors, strict)
     }
 
     /// Loads `state` into the variables and restores the masks it holds, so that training

@@ -12,6 +12,7 @@
 
 mod file;
 mod load;
+pub mod sparse_bitmask;
 mod state;
 
 pub use crate::files::write_atomically;
@@ -29,7 +30,12 @@ pub fn save(module: &Module, path: impl AsRef<Path>) -> Result<()> {
     write(&module.state_dict(), &Default::default(), path)
 }
 
-/// Reads the tensors of a safetensors state_dict, sorted by key.
+/// Reads the tensors of a safetensors state_dict, sorted by key; weights in compressed-tensors'
+/// [`sparse_bitmask`] layout come back dense.
 pub fn load(path: impl AsRef<Path>) -> Result<Vec<(String, Tensor)>> {
-    Ok(read(path)?.tensors)
+    let checkpoint = read(path)?;
+    match sparse_bitmask::is_compressed(&checkpoint) {
+        true => Ok(sparse_bitmask::decompress(&checkpoint)?.tensors),
+        false => Ok(checkpoint.tensors),
+    }
 }

@@ -1,0 +1,271 @@
+//! The `sparse-bitmask` layout of compressed-tensors (llm-compressor, vLLM): pruned weights
+//! stored as their non-zero values and a bitmask, in plain safetensors.
+//!
+//! For each compressed weight `P = prefix.weight` the file holds, as compressed-tensors'
+//! `BitmaskCompressor` writes them: `prefix.shape` (int64, the dense shape), `prefix.compressed`
+//! (the non-zero values in row-major order, 1-d, the weight's dtype), `prefix.bitmask` (uint8,
+//! `rows x ceil(cols / 8)`, bits packed along the last dimension in little bit order) and
+//! `prefix.row_offsets` (int64, where each row's values start). The safetensors metadata holds
+//! the compression config under `compression_config`, the JSON the Python package's
+//! `BitmaskConfig` takes.
+//!
+//! compressed-tensors packs the bits of each row of the *last* dimension, which suits its
+//! 2-d linear weights; a convolution's `[out, in, 3, 3]` would take a byte per 3 entries (a
+//! byte per entry for 1x1 kernels). tchprune therefore compresses a weight of more than two
+//! dimensions as its 2-d view `[out, in * kh * kw]` (what compressed-tensors then decompresses)
+//! and records the real shape in the metadata (`tchprune.shapes`), so that tchprune restores it.
+
+use crate::checkpoint::Checkpoint;
+use crate::error::{PruneError, Result};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use tch::{Device, Kind, Tensor};
+
+/// compressed-tensors' name of the format.
+pub const FORMAT: &str = "sparse-bitmask";
+/// The metadata key of the compression config.
+pub const CONFIG_KEY: &str = "compression_config";
+/// The metadata key of the dense shapes of weights compressed as 2-d views.
+pub const SHAPES_KEY: &str = "tchprune.shapes";
+
+const PARTS: [&str; 4] = ["shape", "compressed", "bitmask", "row_offsets"];
+
+/// True when `checkpoint` holds weights in the sparse-bitmask layout.
+pub fn is_compressed(checkpoint: &Checkpoint) -> bool {
+    checkpoint
+        .tensors
+        .iter()
+        .any(|(k, _)| k.ends_with(".bitmask"))
+}
+
+/// The floating-point weights (`*.weight`, two dimensions or more) that [`compress`] stores in
+/// the sparse-bitmask layout; everything else stays as it is.
+fn compressible(name: &str, shape: &[i64], kind: Kind) -> bool {
+    name.ends_with(".weight")
+        && shape.len() >= 2
+        && shape.iter().product::<i64>() > 0
+        && matches!(
+            kind,
+            Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16
+        )
+}
+
+/// The bytes of tensor data [`compress`] writes for the tensor `name` of `shape` and `kind`
+/// with `nonzeros` non-zero entries (what it takes as it is, when it is not compressed).
+pub fn compressed_bytes(name: &str, shape: &[i64], kind: Kind, nonzeros: i64) -> u64 {
+    let numel: i64 = shape.iter().product();
+    let element = kind.elt_size_in_bytes() as u64;
+    if !compressible(name, shape, kind) {
+        return numel as u64 * element;
+    }
+    let rows = shape[0] as u64;
+    let cols = (numel as u64) / rows;
+    nonzeros as u64 * element + rows * cols.div_ceil(8) + 8 * rows + 8 * 2
+}
+
+/// Compresses every weight of a plain (unpruned or finalized) checkpoint; other tensors and the
+/// metadata are kept. An error if a `_orig`/`_mask` pair is left: make the pruning permanent
+/// first (`finalize`).
+pub fn compress(checkpoint: &Checkpoint) -> Result<Checkpoint> {
+    if let Some((key, _)) = checkpoint
+        .tensors
+        .iter()
+        .find(|(k, _)| k.ends_with("_mask") || k.ends_with("_orig"))
+    {
+        return Err(PruneError::InvalidCheckpoint(format!(
+            "'{key}' is part of a pruned pair: finalize the checkpoint before compressing it"
+        )));
+    }
+    let mut tensors = Vec::with_capacity(checkpoint.tensors.len() * 2);
+    let mut shapes = BTreeMap::new();
+    let mut targets = Vec::new();
+    let (mut zeros, mut total) = (0i64, 0i64);
+    for (name, t) in &checkpoint.tensors {
+        if !compressible(name, &t.size(), t.kind()) {
+            tensors.push((name.clone(), t.shallow_clone()));
+            continue;
+        }
+        let prefix = &name[..name.len() - ".weight".len()];
+        let size = t.size();
+        let rows = size[0];
+        let flat = t
+            .f_to_device(Device::Cpu)?
+            .f_reshape([rows, -1])?
+            .f_contiguous()?;
+        if size.len() > 2 {
+            shapes.insert(prefix.to_owned(), size.clone());
+        }
+        let (compressed, bitmask, row_offsets, kept) = compress_2d(&flat)?;
+        zeros += flat.numel() as i64 - kept;
+        total += flat.numel() as i64;
+        let shape = Tensor::from_slice(&flat.size());
+        for (part, value) in PARTS.iter().zip([shape, compressed, bitmask, row_offsets]) {
+            tensors.push((format!("{prefix}.{part}"), value));
+        }
+        targets.push(prefix.to_owned());
+    }
+    tensors.sort_by(|(a, _), (b, _)| a.cmp(b));
+    let mut metadata = checkpoint.metadata.clone();
+    let global_sparsity = if total == 0 {
+        0.0
+    } else {
+        zeros as f64 / total as f64
+    };
+    let config = json!({
+        "format": FORMAT,
+        "global_sparsity": global_sparsity,
+        "sparsity_structure": "unstructured",
+        "targets": targets,
+        "ignore": [],
+    });
+    metadata.insert(CONFIG_KEY.to_owned(), config.to_string());
+    if !shapes.is_empty() {
+        metadata.insert(SHAPES_KEY.to_owned(), json!(shapes).to_string());
+    }
+    Ok(Checkpoint { tensors, metadata })
+}
+
+/// Values, packed bitmask, row offsets and the number of non-zero entries of a contiguous 2-d
+/// CPU tensor.
+fn compress_2d(flat: &Tensor) -> Result<(Tensor, Tensor, Tensor, i64)> {
+    let (rows, cols) = (flat.size()[0], flat.size()[1]);
+    let nonzero = flat.f_ne(0)?.f_contiguous()?;
+    let keep = Vec::<bool>::try_from(nonzero.f_reshape([-1])?)?;
+    let bytes_per_row = ((cols + 7) / 8) as usize;
+    let mut bits = vec![0u8; rows as usize * bytes_per_row];
+    let mut offsets = Vec::with_capacity(rows as usize);
+    let mut kept = 0i64;
+    for (entries, packed) in keep
+        .chunks(cols.max(1) as usize)
+        .zip(bits.chunks_mut(bytes_per_row.max(1)))
+    {
+        offsets.push(kept);
+        for (i, &on) in entries.iter().enumerate() {
+            if on {
+                packed[i / 8] |= 1 << (i % 8);
+                kept += 1;
+            }
+        }
+    }
+    let values = flat.f_masked_select(&nonzero)?;
+    let bitmask = Tensor::from_slice(&bits).f_reshape([rows, bytes_per_row as i64])?;
+    Ok((values, bitmask, Tensor::from_slice(&offsets), kept))
+}
+
+/// Restores the dense weights of a compressed checkpoint (its other tensors are kept, and its
+/// metadata without the compression's keys). Every part is checked: a missing part, a bitmask
+/// of the wrong size or a count of values that does not match its bits is an error naming the
+/// weight.
+pub fn decompress(checkpoint: &Checkpoint) -> Result<Checkpoint> {
+    let shapes: BTreeMap<String, Vec<i64>> = match checkpoint.metadata.get(SHAPES_KEY) {
+        Some(json) => serde_json::from_str(json).map_err(|err| {
+            PruneError::InvalidCheckpoint(format!("metadata '{SHAPES_KEY}': {err}"))
+        })?,
+        None => BTreeMap::new(),
+    };
+    let mut parts: BTreeMap<&str, BTreeMap<&str, &Tensor>> = BTreeMap::new();
+    let mut tensors = Vec::with_capacity(checkpoint.tensors.len());
+    for (name, t) in &checkpoint.tensors {
+        match name.rsplit_once('.') {
+            Some((prefix, part)) if PARTS.contains(&part) => {
+                parts.entry(prefix).or_default().insert(part, t);
+            }
+            _ => tensors.push((name.clone(), t.shallow_clone())),
+        }
+    }
+    for (prefix, parts) in parts {
+        if !parts.contains_key("bitmask") {
+            // A `.shape` or `.compressed` tensor of a model of its own, not compressed.
+            for (part, t) in parts {
+                tensors.push((format!("{prefix}.{part}"), t.shallow_clone()));
+            }
+            continue;
+        }
+        let weight = format!("{prefix}.weight");
+        let dense = decompress_weight(&weight, &parts)?;
+        let dense = match shapes.get(prefix) {
+            Some(shape) => {
+                if shape.iter().product::<i64>() != dense.numel() as i64 {
+                    return Err(PruneError::InvalidCheckpoint(format!(
+                        "'{weight}': the recorded shape {shape:?} does not hold the {} \
+                         decompressed entries",
+                        dense.numel()
+                    )));
+                }
+                dense.f_reshape(shape.as_slice())?
+            }
+            None => dense,
+        };
+        tensors.push((weight, dense));
+    }
+    tensors.sort_by(|(a, _), (b, _)| a.cmp(b));
+    let mut metadata = checkpoint.metadata.clone();
+    metadata.remove(CONFIG_KEY);
+    metadata.remove(SHAPES_KEY);
+    Ok(Checkpoint { tensors, metadata })
+}
+
+fn decompress_weight(weight: &str, parts: &BTreeMap<&str, &Tensor>) -> Result<Tensor> {
+    let invalid = |reason: String| PruneError::InvalidCheckpoint(format!("'{weight}': {reason}"));
+    let part = |name: &str| {
+        parts
+            .get(name)
+            .copied()
+            .ok_or_else(|| invalid(format!("compressed, but its '.{name}' tensor is missing")))
+    };
+    let (shape, values, bitmask) = (part("shape")?, part("compressed")?, part("bitmask")?);
+    if shape.dim() != 1 || !matches!(shape.kind(), Kind::Int64 | Kind::Int) {
+        return Err(invalid(format!(
+            "'.shape' must be a 1-d integer tensor, got {:?} {:?}",
+            shape.kind(),
+            shape.size()
+        )));
+    }
+    let shape = Vec::<i64>::try_from(shape.f_to_kind(Kind::Int64)?)?;
+    if shape.is_empty() || shape.iter().any(|&d| d < 0) {
+        return Err(invalid(format!("invalid dense shape {shape:?}")));
+    }
+    let cols = *shape.last().expect("not empty");
+    let rows: i64 = shape[..shape.len() - 1].iter().product();
+    let bytes_per_row = (cols + 7) / 8;
+    if bitmask.kind() != Kind::Uint8 || bitmask.numel() as i64 != rows * bytes_per_row {
+        return Err(invalid(format!(
+            "'.bitmask' must be uint8 with {rows} x {bytes_per_row} entries for shape {shape:?}, \
+             got {:?} {:?}",
+            bitmask.kind(),
+            bitmask.size()
+        )));
+    }
+    if values.dim() != 1 {
+        return Err(invalid(format!(
+            "'.compressed' must be 1-d, got shape {:?}",
+            values.size()
+        )));
+    }
+    let bits = Vec::<u8>::try_from(bitmask.f_reshape([-1])?.f_contiguous()?)?;
+    let mut keep = Vec::with_capacity((rows * cols) as usize);
+    for row in bits
+        .chunks(bytes_per_row.max(1) as usize)
+        .take(rows as usize)
+    {
+        keep.extend((0..cols as usize).map(|i| row[i / 8] >> (i % 8) & 1 == 1));
+    }
+    let kept = keep.iter().filter(|k| **k).count();
+    if kept != values.numel() {
+        return Err(invalid(format!(
+            "the bitmask marks {kept} non-zero entries but '.compressed' holds {}",
+            values.numel()
+        )));
+    }
+    let mask = Tensor::from_slice(&keep).f_reshape(shape.as_slice())?;
+    let dense = Tensor::f_zeros(shape.as_slice(), (values.kind(), Device::Cpu))?;
+    Ok(dense.f_masked_scatter(&mask, &values.f_to_device(Device::Cpu)?)?)
+}
+
+/// The compression config of a compressed checkpoint, as JSON.
+pub fn config(checkpoint: &Checkpoint) -> Option<Value> {
+    checkpoint
+        .metadata
+        .get(CONFIG_KEY)
+        .and_then(|json| serde_json::from_str(json).ok())
+}
