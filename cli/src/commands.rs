@@ -182,11 +182,6 @@ fn form_sizes(state: &PrunedState, rows: &[tchprune::sparsity::Sparsity]) -> For
 fn stats(file: &Path, as_json: bool) -> Result<()> {
     let state = read_state(file)?;
     let rows = state.sparsity()?;
-    let pruned_keys: Vec<bool> = rows.iter().map(|r| state.is_pruned(&r.name)).collect();
-    let history: Vec<serde_json::Value> = rows
-        .iter()
-        .map(|r| json!(state.history().get(&r.name).cloned().unwrap_or_default()))
-        .collect();
     let file_bytes = file_size(file)?;
     let sizes = form_sizes(&state, &rows);
     if as_json {
@@ -200,12 +195,12 @@ fn stats(file: &Path, as_json: bool) -> Result<()> {
         let (total, params) = rows.split_last().expect("sparsity ends with the total");
         let parameters: Vec<_> = params
             .iter()
-            .enumerate()
-            .map(|(i, row)| {
+            .map(|row| {
                 let mut value = row_json(row);
                 value["key"] = json!(row.name);
-                value["pruned"] = json!(pruned_keys[i]);
-                value["history"] = history[i].clone();
+                value["pruned"] = json!(state.is_pruned(&row.name));
+                value["history"] =
+                    json!(state.history().get(&row.name).cloned().unwrap_or_default());
                 value
             })
             .collect();
@@ -228,10 +223,10 @@ fn stats(file: &Path, as_json: bool) -> Result<()> {
         "{:width$}  {:>6}  {:>12}  {:>12}  {:>8}",
         "parameter", "pruned", "zeros", "entries", "sparsity"
     )?;
-    for (row, is_pruned) in rows.iter().zip(&pruned_keys) {
+    for row in &rows {
         let (name, pruned) = match row.name.as_str() {
             "global" => ("total", ""),
-            name => (name, if *is_pruned { "yes" } else { "no" }),
+            name => (name, if state.is_pruned(name) { "yes" } else { "no" }),
         };
         writeln!(
             out,
