@@ -66,7 +66,14 @@ fn stats_reports_each_parameter_and_the_total() {
         fc1_row.contains("yes") && fc1_row.contains("36000") && fc1_row.contains("75.00%"),
         "{fc1_row}"
     );
-    assert!(table.stdout.lines().last().unwrap().starts_with("total"));
+    let lines: Vec<&str> = table.stdout.lines().collect();
+    // the table ends with the total, then the bytes of each form
+    assert!(lines[lines.len() - 2].starts_with("total"), "{lines:?}");
+    let bytes = lines[lines.len() - 1];
+    assert!(
+        bytes.starts_with("bytes: this file ") && bytes.contains("plain 240296"),
+        "{bytes}"
+    );
 }
 
 #[test]
