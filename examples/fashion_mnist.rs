@@ -215,8 +215,17 @@ fn plot(outcome: &Outcome, dense_accuracy: f64, path: &Path) -> anyhow::Result<(
     Ok(())
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+fn main() -> std::process::ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("fashion_mnist: error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
     let options = args.options()?;
     let Some(data) = data::fashion_mnist(&args.data)? else {
         bail!(
