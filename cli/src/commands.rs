@@ -55,18 +55,12 @@ fn check_distinct(input: &Path, output: &Path) -> Result<()> {
     Ok(tchprune::files::check_distinct(input, output)?)
 }
 
-/// The checkpoint at `input`, its sparse-bitmask weights made dense.
-fn read_dense(input: &Path) -> Result<checkpoint::Checkpoint> {
-    let checkpoint = checkpoint::read(input)?;
-    if !sparse_bitmask::is_compressed(&checkpoint) {
-        return Ok(checkpoint);
-    }
-    sparse_bitmask::decompress(&checkpoint).with_context(|| input.display().to_string())
-}
-
+/// The checkpoint at `input` (sparse-bitmask weights made dense) as a pruned state.
 fn read_state(input: &Path) -> Result<PrunedState> {
-    let checkpoint = read_dense(input)?;
-    PrunedState::from_checkpoint(checkpoint).with_context(|| input.display().to_string())
+    let checkpoint = checkpoint::read(input)?;
+    let dense =
+        sparse_bitmask::into_dense(checkpoint).with_context(|| input.display().to_string())?;
+    PrunedState::from_checkpoint(dense).with_context(|| input.display().to_string())
 }
 
 fn apply(

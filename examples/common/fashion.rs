@@ -143,6 +143,13 @@ pub fn lenet() -> (nn::VarStore, Module) {
     (vs, model)
 }
 
+/// A LeNet holding a copy of the weights in `vs`.
+fn copy_of(vs: &nn::VarStore) -> anyhow::Result<(nn::VarStore, Module)> {
+    let (mut copy, model) = lenet();
+    copy.copy(vs)?;
+    Ok((copy, model))
+}
+
 /// Test accuracy, in eval mode.
 pub fn accuracy(model: &Module, data: &Data) -> f64 {
     tch::no_grad(|| {
@@ -332,9 +339,7 @@ pub fn run(
     })?;
 
     // Gradual: the dense model goes on training (same optimizer) while the schedule prunes.
-    let (pruned_vs, mut pruned) = lenet();
-    let mut pruned_vs = pruned_vs;
-    pruned_vs.copy(&dense_vs)?;
+    let (pruned_vs, mut pruned) = copy_of(&dense_vs)?;
     let mut opt = adam(&pruned_vs, options.prune_learning_rate)?;
     let prune_steps = steps_per_epoch(data, options.batch_size) * options.prune_epochs as u64;
     let schedule = schedule(options, prune_steps);
@@ -354,9 +359,7 @@ pub fn run(
 
     // Lottery ticket: prune the trained model a step further each round, rewind, retrain.
     if options.lottery_rounds > 0 {
-        let (lottery_vs, mut lottery) = lenet();
-        let mut lottery_vs = lottery_vs;
-        lottery_vs.copy(&dense_vs)?;
+        let (lottery_vs, mut lottery) = copy_of(&dense_vs)?;
         let rounds = options.lottery_rounds as u32;
         let mut lottery_pruner = GradualPruner::new(
             PruningSchedule {

@@ -33,9 +33,5 @@ pub fn save(module: &Module, path: impl AsRef<Path>) -> Result<()> {
 /// Reads the tensors of a safetensors state_dict, sorted by key; weights in compressed-tensors'
 /// [`sparse_bitmask`] layout come back dense.
 pub fn load(path: impl AsRef<Path>) -> Result<Vec<(String, Tensor)>> {
-    let checkpoint = read(path)?;
-    match sparse_bitmask::is_compressed(&checkpoint) {
-        true => Ok(sparse_bitmask::decompress(&checkpoint)?.tensors),
-        false => Ok(checkpoint.tensors),
-    }
+    Ok(sparse_bitmask::into_dense(read(path)?)?.tensors)
 }

@@ -152,6 +152,15 @@ fn compress_2d(flat: &Tensor) -> Result<(Tensor, Tensor, Tensor, i64)> {
     Ok((values, bitmask, Tensor::from_slice(&offsets), kept))
 }
 
+/// `checkpoint` with its sparse-bitmask weights made dense (a checkpoint without any, as it
+/// is).
+pub fn into_dense(checkpoint: Checkpoint) -> Result<Checkpoint> {
+    match is_compressed(&checkpoint) {
+        true => decompress(&checkpoint),
+        false => Ok(checkpoint),
+    }
+}
+
 /// Restores the dense weights of a compressed checkpoint (its other tensors are kept, and its
 /// metadata without the compression's keys). Every part is checked: a missing part, a bitmask
 /// of the wrong size or a count of values that does not match its bits is an error naming the

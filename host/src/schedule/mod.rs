@@ -278,7 +278,12 @@ impl GradualPruner {
             let (stored, mask) = target.stored(path)?;
             let entries = stored.numel() as i64;
             let kept_entries = mask.as_ref().map_or(Ok(entries), count_true)?;
-            kept_after += units_of(target, path, self.pruning_type)?.kept;
+            kept_after += match self.pruning_type {
+                PruningType::Structured { .. } => {
+                    units_in(path, &stored, mask.as_ref(), self.pruning_type)?.kept
+                }
+                _ => kept_entries,
+            };
             tensors.push(Sparsity {
                 name: (*path).to_owned(),
                 zeros: entries - kept_entries,
@@ -330,15 +335,14 @@ impl GradualPruner {
                 self.plan_per_tensor(target, paths, units, &kept)
             }
             Distribution::Global { .. } => {
-                self.plan_global(target, paths, &shares, kept_target, &[])
+                self.plan_global(target, paths, &shares, kept_target, None)
             }
             Distribution::Lamp => {
                 let scores = paths
                     .iter()
                     .map(|path| lamp_scores(target, path))
                     .collect::<Result<Vec<_>>>()?;
-                let scores: Vec<(&str, &Tensor)> = paths.iter().copied().zip(&scores).collect();
-                self.plan_global(target, paths, &shares, kept_target, &scores)
+                self.plan_global(target, paths, &shares, kept_target, Some(&scores))
             }
         }
     }
@@ -369,7 +373,7 @@ impl GradualPruner {
         paths: &[&str],
         shares: &[Share],
         kept_target: i64,
-        importance_scores: &[(&str, &Tensor)],
+        importance_scores: Option<&[Tensor]>,
     ) -> Result<Vec<PlannedMask>> {
         let lowest: i64 = shares.iter().map(|s| s.min_kept).sum();
         if kept_target < lowest {
@@ -390,21 +394,17 @@ impl GradualPruner {
             let mut planned = Vec::new();
             if to_prune > 0 && !free.is_empty() {
                 let free_paths: Vec<&str> = free.iter().map(|&i| paths[i]).collect();
-                let scores: Vec<(&str, &Tensor)> = importance_scores
-                    .iter()
-                    .filter(|(path, _)| free_paths.contains(path))
-                    .copied()
-                    .collect();
+                let scores: Vec<(&str, &Tensor)> = match importance_scores {
+                    Some(scores) => free.iter().map(|&i| (paths[i], &scores[i])).collect(),
+                    None => Vec::new(),
+                };
                 let method = self.method_with_count(to_prune)?;
                 planned = engine::plan_global(target, &free_paths, method, &scores)?;
             }
+            // `plan_global` plans the free tensors in order.
             let mut below = false;
-            for planned in &planned {
-                let i = paths
-                    .iter()
-                    .position(|p| *p == planned.path)
-                    .expect("a planned path is listed");
-                if count_true(&planned.mask)? < shares[i].min_kept {
+            for (planned, &i) in planned.iter().zip(&free) {
+                if shares[i].min_kept > 0 && count_true(&planned.mask)? < shares[i].min_kept {
                     pinned[i] = true;
                     below = true;
                 }
@@ -488,6 +488,16 @@ fn count_true(mask: &Tensor) -> Result<i64> {
 /// The tensor at `path` in units of the method: entries, or slices along a structured dim.
 fn units_of(target: &impl MaskStore, path: &str, pruning_type: PruningType) -> Result<Units> {
     let (stored, mask) = target.stored(path)?;
+    units_in(path, &stored, mask.as_ref(), pruning_type)
+}
+
+/// [`units_of`] for a tensor read already, with its mask.
+fn units_in(
+    path: &str,
+    stored: &Tensor,
+    mask: Option<&Tensor>,
+    pruning_type: PruningType,
+) -> Result<Units> {
     let shape = stored.size();
     let dims_sum: i64 = shape.iter().sum();
     let erk_weight = |units: i64| match stored.numel() {
@@ -521,7 +531,7 @@ fn units_of(target: &impl MaskStore, path: &str, pruning_type: PruningType) -> R
         }
         _ => {
             let total = stored.numel() as i64;
-            let kept = mask.as_ref().map_or(Ok(total), count_true)?;
+            let kept = mask.map_or(Ok(total), count_true)?;
             Ok(Units {
                 total,
                 kept,
