@@ -20,6 +20,10 @@ pub enum PruneError {
     /// A schedule, a spread over tensors or a lottery ticket that cannot be carried out.
     #[error("invalid schedule: {0}")]
     InvalidSchedule(String),
+    /// Dependency groups that do not fit the model or its state_dict, or a model whose groups
+    /// cannot be traced.
+    #[error("channel removal: {0}")]
+    InvalidGroups(String),
     /// A count larger than the number of prunable units.
     #[error("amount={amount} should be smaller than the number of parameters to prune={units}")]
     AmountTooLarge {

@@ -13,6 +13,8 @@
 //!   from a [`plugin`].
 //! - [`schedule`] prunes gradually while a model trains (polynomial decay, iterative, lottery
 //!   tickets), spreading the sparsity over layers uniformly, globally, by LAMP or by ERK.
+//! - [`shrink`] removes pruned channels for real (dependency groups traced from the model's own
+//!   forward pass, residual connections included): a smaller model with the same outputs.
 //! - [`checkpoint`] reads and writes safetensors state_dicts; [`plan`] prunes a checkpoint by a
 //!   declarative plan without the model's code (what the `tchprune` command runs).
 //!
@@ -51,6 +53,7 @@ pub mod prune;
 mod registry;
 mod reparam;
 pub mod schedule;
+pub mod shrink;
 mod small_loops;
 pub mod sparsity;
 mod varstore;
@@ -58,7 +61,7 @@ mod varstore;
 pub use amount::Amount;
 pub use container::PruningContainer;
 pub use error::{PruneError, Result};
-pub use method::{Norm, PruningMethod, PruningType};
+pub use method::{LnStructured, Norm, PruningMethod, PruningType, RandomStructured};
 pub use module::{mask_name, orig_name, split_tensor_path, ForwardFn, Module};
 pub use prune::Prunable;
 pub use registry::{BuildFn, MethodEntry, Origin, Registered, Registry};

@@ -81,3 +81,46 @@ pub fn linear_model(in_dim: i64, out_dim: i64) -> (nn::VarStore, Module) {
     );
     (vs, model)
 }
+
+/// tch's ResNet-18 (10 classes) with random BatchNorm statistics and affine parameters (so that
+/// every BatchNorm matters), its groups traced, and each group's channels pruned to half by
+/// their L2 norm through a [`tchprune::VarStorePruner`]: the masked model of the channel-removal
+/// tests.
+pub struct MaskedResNet18 {
+    pub vs: nn::VarStore,
+    pub model: nn::FuncT<'static>,
+    pub pruner: tchprune::VarStorePruner,
+    pub graph: tchprune::shrink::DependencyGraph,
+}
+
+pub fn masked_resnet18(seed: i64) -> MaskedResNet18 {
+    use tchprune::{shrink, LnStructured, Norm};
+    tch::manual_seed(seed);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = tch::vision::resnet::resnet18(&vs.root(), 10);
+    tch::no_grad(|| {
+        for (name, mut t) in vs.variables() {
+            let values = match name.rsplit('.').next().unwrap() {
+                "running_var" => Tensor::rand(t.size(), (Kind::Float, Device::Cpu)) + 0.5,
+                "running_mean" | "bias" => {
+                    Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 0.1
+                }
+                "weight" if t.dim() == 1 => {
+                    Tensor::rand(t.size(), (Kind::Float, Device::Cpu)) + 0.5
+                }
+                _ => continue,
+            };
+            t.copy_(&values);
+        }
+    });
+    let graph = shrink::trace(|p| tch::vision::resnet::resnet18(p, 10), &[1, 3, 64, 64]).unwrap();
+    let mut pruner = tchprune::VarStorePruner::new(&vs);
+    let method = LnStructured::new(0.5, Norm::P(2.0), 0).unwrap();
+    shrink::prune_groups(&mut pruner, &graph, &method).unwrap();
+    MaskedResNet18 {
+        vs,
+        model,
+        pruner,
+        graph,
+    }
+}

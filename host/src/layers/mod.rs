@@ -7,7 +7,12 @@
 //! `state_dict` is PyTorch's. Forward functions read tensors with [`Module::get`] and honour
 //! the train flag (dropout, batch norm's statistics).
 
+mod resnet;
+
+pub use resnet::{resnet_with_widths, RESNET18_BLOCKS, RESNET34_BLOCKS};
+
 use crate::module::Module;
+use std::collections::BTreeMap;
 use tch::nn::{self, ConvConfigND};
 use tch::{Kind, Tensor};
 
@@ -132,26 +137,45 @@ pub const LENET_WEIGHTS: [&str; 5] = [
 /// (6->16, 3x3), fc1 (400->120), fc2 (120->84), fc3 (84->10), with max-pool 2 after each
 /// convolution and ReLU everywhere but the last layer.
 pub fn lenet(path: &nn::Path) -> Module {
+    lenet_with_widths(path, &BTreeMap::new())
+}
+
+/// [`lenet`] with the widths `widths` gives by layer (`conv1`, `conv2`, `fc1`, `fc2`: output
+/// channels or features; the others as in [`lenet`]): the model a
+/// [`shrink`](crate::shrink::shrink)ed LeNet loads into.
+pub fn lenet_with_widths(path: &nn::Path, widths: &BTreeMap<String, i64>) -> Module {
+    let width = |name: &str, default: i64| widths.get(name).copied().unwrap_or(default);
+    let (c1, c2, f1, f2) = (
+        width("conv1", 6),
+        width("conv2", 16),
+        width("fc1", 120),
+        width("fc2", 84),
+    );
     Module::new("LeNet")
         .with_child(
             "conv1",
-            conv2d(&(path / "conv1"), 1, 6, 3, torch_conv_config(9)),
+            conv2d(&(path / "conv1"), 1, c1, 3, torch_conv_config(9)),
         )
         .with_child(
             "conv2",
-            conv2d(&(path / "conv2"), 6, 16, 3, torch_conv_config(6 * 9)),
+            conv2d(&(path / "conv2"), c1, c2, 3, torch_conv_config(c1 * 9)),
         )
         .with_child(
             "fc1",
-            linear(&(path / "fc1"), 16 * 5 * 5, 120, torch_linear_config(400)),
+            linear(
+                &(path / "fc1"),
+                c2 * 5 * 5,
+                f1,
+                torch_linear_config(c2 * 25),
+            ),
         )
         .with_child(
             "fc2",
-            linear(&(path / "fc2"), 120, 84, torch_linear_config(120)),
+            linear(&(path / "fc2"), f1, f2, torch_linear_config(f1)),
         )
         .with_child(
             "fc3",
-            linear(&(path / "fc3"), 84, 10, torch_linear_config(84)),
+            linear(&(path / "fc3"), f2, 10, torch_linear_config(f2)),
         )
         .with_forward(|m, xs, train| {
             let child = |name: &str| m.child(name).expect("LeNet's own layers");
