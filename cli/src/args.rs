@@ -69,6 +69,27 @@ pub enum Command {
         #[arg(long, short)]
         output: PathBuf,
     },
+    /// Remove the channels that structured pruning zeroed (in every layer that writes or reads
+    /// them, residual connections included) and write the smaller OUTPUT with its new widths.
+    Shrink {
+        /// The safetensors state_dict, pruned or not (read only).
+        input: PathBuf,
+        /// Where to write the smaller state_dict (atomically).
+        #[arg(long, short, required_unless_present = "print_groups")]
+        output: Option<PathBuf>,
+        /// The built-in model whose dependency groups to trace (auto: the one INPUT is).
+        #[arg(long, default_value = "auto", conflicts_with = "groups")]
+        model: String,
+        /// Declared groups (JSON, the form --print-groups prints) for other models.
+        #[arg(long, value_name = "FILE")]
+        groups: Option<PathBuf>,
+        /// Print the dependency groups as JSON and write nothing.
+        #[arg(long)]
+        print_groups: bool,
+        /// The dtype of the written masks: the parameter's (PyTorch loads it as is) or bool.
+        #[arg(long, value_enum, default_value_t = MaskDtypeArg::Same)]
+        mask_dtype: MaskDtypeArg,
+    },
     /// Run the pruning tutorial on the built-in LeNet.
     Demo,
 }

@@ -8,6 +8,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use tchprune::checkpoint::{self, sparse_bitmask, MaskDtype};
 use tchprune::plan::{Plan, PrunedState};
+use tchprune::shrink::{self, DependencyGraph};
 use tchprune::Registry;
 
 /// Inputs with at least this many entries take seconds: they get a progress bar.
@@ -27,6 +28,20 @@ pub fn run(command: Command) -> Result<()> {
         Command::Finalize { input, output } => finalize(&input, &output),
         Command::Compress { input, output } => compress(&input, &output),
         Command::Decompress { input, output } => decompress(&input, &output),
+        Command::Shrink {
+            input,
+            output,
+            model,
+            groups,
+            print_groups,
+            mask_dtype,
+        } => shrink(
+            &input,
+            output.as_deref().filter(|_| !print_groups),
+            &model,
+            groups.as_deref(),
+            mask_dtype,
+        ),
         Command::Demo => tchprune_examples::tutorial::run(&mut std::io::stdout().lock()),
     }
 }
@@ -86,11 +101,7 @@ fn apply(
         bar.set_position(done as u64);
     })?;
     bar.finish_and_clear();
-    let mask_dtype = match mask_dtype {
-        MaskDtypeArg::Same => MaskDtype::Parameter,
-        MaskDtypeArg::Bool => MaskDtype::Bool,
-    };
-    let pruned = state.to_checkpoint(mask_dtype)?;
+    let pruned = state.to_checkpoint(mask_dtype.into())?;
     checkpoint::write(&pruned.tensors, &pruned.metadata, output)?;
     let keys = state.keys();
     println!(
@@ -323,5 +334,93 @@ fn decompress(input: &Path, output: &Path) -> Result<()> {
     checkpoint::write(&dense.tensors, &dense.metadata, output)?;
     println!("decompressed: {}", output.display());
     exit_soon((compressed, dense));
+    Ok(())
+}
+
+impl From<MaskDtypeArg> for MaskDtype {
+    fn from(arg: MaskDtypeArg) -> Self {
+        match arg {
+            MaskDtypeArg::Same => MaskDtype::Parameter,
+            MaskDtypeArg::Bool => MaskDtype::Bool,
+        }
+    }
+}
+
+/// The largest groups file read.
+const MAX_GROUPS_BYTES: u64 = 16 << 20;
+
+/// Entries of the weights (everything but BatchNorm's running statistics).
+fn weight_entries(shapes: &std::collections::BTreeMap<String, Vec<i64>>) -> i64 {
+    (shapes.iter())
+        .filter(|(k, _)| !["running_mean", "running_var", "num_batches_tracked"].iter().any(|s| k.ends_with(s)))
+        .map(|(_, shape)| shape.iter().product::<i64>())
+        .sum()
+}
+
+/// Without `output`, prints the groups and writes nothing.
+fn shrink(
+    input: &Path,
+    output: Option<&Path>,
+    model: &str,
+    groups: Option<&Path>,
+    mask_dtype: MaskDtypeArg,
+) -> Result<()> {
+    if let Some(output) = output {
+        check_distinct(input, output)?;
+    }
+    let mut state = read_state(input)?;
+    let shapes = shrink::shapes(&checkpoint::state_dict_with(state.module(), MaskDtype::Bool));
+    let graph = match groups {
+        Some(path) => {
+            let bytes = tchprune::files::read_bounded(path, MAX_GROUPS_BYTES)
+                .with_context(|| path.display().to_string())?;
+            let text = String::from_utf8(bytes)
+                .with_context(|| format!("{}: not UTF-8 text", path.display()))?;
+            DependencyGraph::from_json(&text).with_context(|| path.display().to_string())?
+        }
+        None => shrink::trace_builtin(model, &shapes).with_context(|| input.display().to_string())?,
+    };
+    let Some(output) = output else {
+        println!("{}", graph.to_json());
+        return Ok(());
+    };
+    let shrunk = state.shrink(&graph).with_context(|| input.display().to_string())?;
+    let written = state.to_checkpoint(mask_dtype.into())?;
+    checkpoint::write(&written.tensors, &written.metadata, output)?;
+    for group in shrunk.groups.iter().filter(|g| g.removed() > 0) {
+        let coupled = match group.writers.len() {
+            1 => String::new(),
+            n => format!(" (+{} coupled)", n - 1),
+        };
+        println!(
+            "{}{coupled}: {} -> {} channels",
+            group.writers[0],
+            group.channels,
+            group.kept.len()
+        );
+    }
+    let after = weight_entries(&shrink::shapes(&written.tensors));
+    println!(
+        "widths: {}",
+        serde_json::to_string(&shrunk.widths).expect("widths serialize")
+    );
+    println!(
+        "{} of {} groups shrunk, parameters {} -> {} ({:.3}x): {}",
+        shrunk.groups.iter().filter(|g| g.removed() > 0).count(),
+        graph.groups.len(),
+        weight_entries(&shapes),
+        after,
+        after as f64 / weight_entries(&shapes).max(1) as f64,
+        output.display()
+    );
+    if let Some(first) = shrunk.live_removed.first() {
+        eprintln!(
+            "tchprune: warning: {} removed channels were not zero in the masked model ({first}, \
+             ...): the outputs change by what they carried; prune with a 'prune_groups' step to \
+             remove channels exactly",
+            shrunk.live_removed.len()
+        );
+    }
+    exit_soon((state, written));
     Ok(())
 }

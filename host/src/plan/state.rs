@@ -6,6 +6,7 @@ use crate::error::{PruneError, Result};
 use crate::method::{CustomFromMask, PruningMethod, PruningType};
 use crate::module::{join, split_tensor_path, Module};
 use crate::registry::Registry;
+use crate::shrink::{self, DependencyGraph, Shrunk, WIDTHS_METADATA_KEY};
 use crate::sparsity::{sparsity, Sparsity};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -32,6 +33,17 @@ enum Action {
     Masks(HashMap<String, Arc<dyn PruningMethod>>),
     Global(Arc<dyn PruningMethod>),
     Remove,
+    /// Channel removal with declared groups, or those of a built-in model (`None`: recognized).
+    Shrink {
+        graph: Option<DependencyGraph>,
+        model: Option<String>,
+    },
+    /// Group pruning, the groups found as for `Shrink`.
+    PruneGroups {
+        graph: Option<DependencyGraph>,
+        model: Option<String>,
+        method: Arc<dyn PruningMethod>,
+    },
 }
 
 /// A step whose patterns, method, arguments and side files have all been checked.
@@ -187,6 +199,58 @@ impl PrunedState {
         Ok(Checkpoint { tensors, metadata })
     }
 
+    /// A step's groups: the declared ones or the built-in model's, those with a writer among
+    /// the step's keys.
+    fn step_graph(
+        &self,
+        graph: &Option<DependencyGraph>,
+        model: &Option<String>,
+        keys: &[String],
+    ) -> Result<DependencyGraph> {
+        let graph = match graph {
+            Some(graph) => graph.clone(),
+            None => {
+                let tensors = checkpoint::state_dict_with(&self.module, MaskDtype::Bool);
+                let model = model.as_deref().unwrap_or("auto");
+                shrink::trace_builtin(model, &shrink::shapes(&tensors))?
+            }
+        };
+        let selected: std::collections::HashSet<&str> = keys.iter().map(String::as_str).collect();
+        Ok(DependencyGraph {
+            groups: (graph.groups.into_iter())
+                .filter(|g| g.writers.iter().any(|w| selected.contains(w.as_str())))
+                .collect(),
+        })
+    }
+
+    /// Removes the channels `graph`'s groups prune ([`shrink::shrink`]): every tensor shrinks,
+    /// pruned pairs stay pairs, each shrunk writer's history records it, and the new widths join
+    /// the metadata under [`WIDTHS_METADATA_KEY`]. Returns what `shrink` reports, its tensors
+    /// (now the state's) taken out. On error the state is as it was.
+    pub fn shrink(&mut self, graph: &DependencyGraph) -> Result<Shrunk> {
+        let tensors = checkpoint::state_dict_with(&self.module, MaskDtype::Bool);
+        let mut shrunk = shrink::shrink(&tensors, graph)?;
+        let module = module_from_state_dict(std::mem::take(&mut shrunk.tensors))?;
+        let mut widths: BTreeMap<String, i64> = match self.metadata.get(WIDTHS_METADATA_KEY) {
+            Some(text) => serde_json::from_str(text).unwrap_or_default(),
+            None => BTreeMap::new(),
+        };
+        widths.extend(shrunk.widths.iter().map(|(k, v)| (k.clone(), *v)));
+        self.module = module;
+        self.metadata.insert(
+            WIDTHS_METADATA_KEY.to_owned(),
+            serde_json::to_string(&widths).expect("widths serialize"),
+        );
+        for group in shrunk.groups.iter().filter(|g| g.removed() > 0) {
+            for writer in &group.writers {
+                self.history.entry(writer.clone()).or_default().push(
+                    json!({"method": "shrink", "channels": [group.channels, group.kept.len()]}),
+                );
+            }
+        }
+        Ok(shrunk)
+    }
+
     fn run(&mut self, prepared: &Prepared<'_>, advance: &mut dyn FnMut(usize)) -> Result<()> {
         let step = prepared.step;
         let scores = |key: &str| prepared.scores.get(key);
@@ -206,6 +270,36 @@ impl PrunedState {
                 .map_err(|err| step_error(step, None, err))?;
                 advance(paths.len());
             }
+            Action::Shrink { graph, model } => {
+                let graph = self
+                    .step_graph(graph, model, &prepared.keys)
+                    .map_err(|err| step_error(step, None, err))?;
+                self.shrink(&graph)
+                    .map_err(|err| step_error(step, None, err))?;
+                advance(prepared.keys.len());
+                return Ok(());
+            }
+            Action::PruneGroups {
+                graph,
+                model,
+                method,
+            } => {
+                let graph = self
+                    .step_graph(graph, model, &prepared.keys)
+                    .map_err(|err| step_error(step, None, err))?;
+                shrink::prune_groups(&mut self.module, &graph, method.as_ref())
+                    .map_err(|err| step_error(step, None, err))?;
+                for group in graph.groups.iter().filter(|g| g.fixed.is_none()) {
+                    for key in group.writers.iter().chain(&group.channelwise) {
+                        if self.is_pruned(key) {
+                            let history = self.history.entry(key.clone()).or_default();
+                            history.push(prepared.record.clone());
+                        }
+                    }
+                }
+                advance(prepared.keys.len());
+                return Ok(());
+            }
             action => {
                 for key in &prepared.keys {
                     let result = match action {
@@ -222,7 +316,9 @@ impl PrunedState {
                             Arc::clone(&masks[key]),
                             None,
                         ),
-                        Action::Global(_) => unreachable!("handled above"),
+                        Action::Global(_) | Action::Shrink { .. } | Action::PruneGroups { .. } => {
+                            unreachable!("handled above")
+                        }
                     };
                     result.map_err(|err| step_error(step, Some(key), err))?;
                     advance(1);
@@ -321,6 +417,36 @@ fn prepare<'a>(
             record.insert("pruning_method".to_owned(), json!(name));
             Action::Global(method)
         }
+        "shrink" => {
+            if step.scores_file.is_some() {
+                return Err(invalid("shrink takes no 'scores_file'"));
+            }
+            let (graph, model) = groups_argument(&mut arguments, &mut record)?;
+            if let Some(key) = arguments.keys().next() {
+                return Err(invalid(format!(
+                    "shrink takes 'groups' or 'model', got '{key}'"
+                )));
+            }
+            Action::Shrink { graph, model }
+        }
+        "prune_groups" => {
+            let (graph, model) = groups_argument(&mut arguments, &mut record)?;
+            let name = match arguments.remove("pruning_method") {
+                Some(Value::String(name)) => name,
+                _ => {
+                    return Err(invalid(
+                        "missing 'pruning_method' (a structured method on dim 0)",
+                    ))
+                }
+            };
+            let method = registry.build(&name, &Value::Object(arguments.clone()))?;
+            record.insert("pruning_method".to_owned(), json!(name));
+            Action::PruneGroups {
+                graph,
+                model,
+                method,
+            }
+        }
         "custom_from_mask" if step.mask_file.is_some() => {
             if let Some(key) = arguments.keys().next() {
                 return Err(invalid(format!(
@@ -389,7 +515,10 @@ fn check_shapes(
         let method = match action {
             Action::Local(method) => method,
             Action::Masks(masks) => &masks[key],
-            Action::Global(_) | Action::Remove => continue,
+            Action::Global(_)
+            | Action::Remove
+            | Action::Shrink { .. }
+            | Action::PruneGroups { .. } => continue,
         };
         method.check_shape(&shape).map_err(|err| at(key, err))?;
     }
@@ -403,6 +532,40 @@ fn check_shapes(
             .map_err(|err| step_error(step, None, err))?;
     }
     Ok(())
+}
+
+/// The `groups` (declared) or `model` (built-in, `auto` to recognize it) argument of a
+/// `shrink` or `prune_groups` step, taken out of `arguments` and recorded.
+fn groups_argument(
+    arguments: &mut Map<String, Value>,
+    record: &mut Map<String, Value>,
+) -> Result<(Option<DependencyGraph>, Option<String>)> {
+    let graph = match arguments.remove("groups") {
+        None => None,
+        Some(groups) => {
+            let graph = DependencyGraph::from_json(&json!({ "groups": groups }).to_string())?;
+            record.insert("groups".to_owned(), json!(graph.groups.len()));
+            Some(graph)
+        }
+    };
+    let model = match arguments.remove("model") {
+        None => None,
+        Some(Value::String(model)) => {
+            if model != "auto" && !shrink::BUILTIN_MODELS.contains(&model.as_str()) {
+                return Err(invalid(format!(
+                    "no built-in model '{model}' (there are auto, {})",
+                    shrink::BUILTIN_MODELS.join(", ")
+                )));
+            }
+            record.insert("model".to_owned(), json!(model));
+            Some(model)
+        }
+        Some(other) => return Err(invalid(format!("'model' must be a name, got {other}"))),
+    };
+    if graph.is_some() && model.is_some() {
+        return Err(invalid("'groups' and 'model' exclude each other"));
+    }
+    Ok((graph, model))
 }
 
 /// Arguments up to this many bytes of JSON are recorded in the history as they are.

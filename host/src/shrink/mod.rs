@@ -32,10 +32,12 @@
 
 mod group_pruning;
 mod groups;
+mod models;
 mod trace;
 
 pub use group_pruning::prune_groups;
 pub use groups::{DependencyGraph, Group, Reader};
+pub use models::{trace_builtin, BUILTIN_MODELS};
 pub use trace::trace;
 
 use crate::error::Result;
@@ -79,6 +81,18 @@ impl ShrunkGroup {
     pub fn removed(&self) -> i64 {
         self.channels - self.kept.len() as i64
     }
+}
+
+/// The shape of each tensor of a state_dict by the key a group names: a pruned pair `P_orig` +
+/// `P_mask` as `P`.
+pub fn shapes(tensors: &[(String, Tensor)]) -> BTreeMap<String, Vec<i64>> {
+    let names: std::collections::HashSet<&str> = tensors.iter().map(|(k, _)| k.as_str()).collect();
+    let present = |name: &str| names.contains(name);
+    tensors
+        .iter()
+        .filter(|(k, _)| !k.ends_with("_mask") || base_key(k, &present) == k)
+        .map(|(k, t)| (base_key(k, &present).to_owned(), t.size()))
+        .collect()
 }
 
 /// What `name` is a part of: `P` for `P_orig` and `P_mask` of a pruned pair, else `name`.
