@@ -86,6 +86,12 @@ class LeNet(nn.Module):
         self.fc2 = nn.Linear(120, 84)
         self.fc3 = nn.Linear(84, 10)
 
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = torch.flatten(x, 1)
+        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
+
 
 class FooBarPruningMethod(prune.BasePruningMethod):
     PRUNING_TYPE = "unstructured"
@@ -237,6 +243,41 @@ def state_bytes(_runs):
     }
 
 
+def shrink_latency(model_name, batch, calls):
+    """The masked model (dense shapes) against Torch-Pruning's (half of every group's channels
+    removed by L2 magnitude), eval forward without gradients; with each one's weight count."""
+    import torch_pruning as tp
+    import torchvision
+
+    torch.manual_seed(0)
+    if model_name == "lenet":
+        model, shape = LeNet(), (1, 1, 28, 28)
+        ignored = [model.fc3]
+    else:
+        model, shape = torchvision.models.resnet18(num_classes=10), (1, 3, 112, 112)
+        ignored = [model.fc]
+    model.eval()
+    small = __import__("copy").deepcopy(model)
+    pruner = tp.pruner.MagnitudePruner(
+        small, torch.randn(shape), importance=tp.importance.MagnitudeImportance(p=2),
+        pruning_ratio=0.5, ignored_layers=[dict(small.named_modules())[n] for n, m in model.named_modules() if m in ignored],
+    )
+    pruner.step()
+    small.eval()
+    x = torch.randn(batch, *shape[1:])
+
+    def forward(m):
+        def step():
+            with torch.no_grad():
+                m(x)
+        return step
+
+    dense, shrunk = interleaved(forward(model), forward(small), calls)
+    count = lambda m: sum(p.numel() for p in m.parameters())
+    return {"ratio": shrunk / dense, "dense_seconds": dense, "pruned_seconds": shrunk,
+            "parameters": [count(model), count(small)]}
+
+
 def workloads(runs):
     slow = max(3, runs // 2)
 
@@ -283,6 +324,10 @@ def workloads(runs):
         "train_step_module_adam": lambda: mlp_overhead(adam, runs * 6),
         "state_bytes": lambda: state_bytes(runs),
         "many_keys": lambda: many_keys(runs),
+        "shrink_lenet_b1": lambda: shrink_latency("lenet", 1, runs * 20),
+        "shrink_lenet_b32": lambda: shrink_latency("lenet", 32, runs * 20),
+        "shrink_resnet18_b1": lambda: shrink_latency("resnet18", 1, runs * 4),
+        "shrink_resnet18_b32": lambda: shrink_latency("resnet18", 32, max(runs, 5)),
     }
 
 

@@ -148,6 +148,34 @@ pub const WORKLOADS: &[Workload] = &[
         target: 1.3,
         kept_memory: false,
     },
+    Workload {
+        id: "shrink_lenet_b1",
+        label: "eval forward, LeNet batch 1 (1x28x28): half of every group's channels removed (shrink; PyTorch: Torch-Pruning) / the masked model",
+        compare: Compare::SelfRatio,
+        target: 1.0,
+        kept_memory: false,
+    },
+    Workload {
+        id: "shrink_lenet_b32",
+        label: "eval forward, LeNet batch 32 (1x28x28): half of every group's channels removed (shrink; PyTorch: Torch-Pruning) / the masked model",
+        compare: Compare::SelfRatio,
+        target: 1.0,
+        kept_memory: false,
+    },
+    Workload {
+        id: "shrink_resnet18_b1",
+        label: "eval forward, ResNet-18 (10 classes) batch 1 (3x112x112): half of every group's channels removed (shrink; PyTorch: Torch-Pruning) / the masked model",
+        compare: Compare::SelfRatio,
+        target: 1.0,
+        kept_memory: false,
+    },
+    Workload {
+        id: "shrink_resnet18_b32",
+        label: "eval forward, ResNet-18 (10 classes) batch 32 (3x112x112): half of every group's channels removed (shrink; PyTorch: Torch-Pruning) / the masked model",
+        compare: Compare::SelfRatio,
+        target: 1.0,
+        kept_memory: false,
+    },
 ];
 
 /// A line of the table.
@@ -180,6 +208,11 @@ fn self_ratio(result: &Value) -> String {
             let fused = result["dense_masked_adam_seconds"]
                 .as_f64()
                 .map(|s| format!("; unpruned with MaskedAdam {}", seconds(s)))
+                .or_else(|| {
+                    let counts = result["parameters"].as_array()?;
+                    let (dense, small) = (counts.first()?.as_u64()?, counts.get(1)?.as_u64()?);
+                    Some(format!("; weights {dense} -> {small}"))
+                })
                 .unwrap_or_default();
             format!(
                 "{ratio:.2}x ({} / {}{fused})",

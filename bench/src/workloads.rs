@@ -444,6 +444,88 @@ pub fn run(id: &str, runs: usize) -> Result<Value> {
         "train_step_module_adam" => mlp_overhead(MlpStep::TrainAdam, runs * 6),
         "state_bytes" => state_bytes()?,
         "many_keys" => many_keys((runs / 2).max(3))?,
+        "shrink_lenet_b1" => shrink_latency(ShrinkModel::LeNet, 1, runs * 20),
+        "shrink_lenet_b32" => shrink_latency(ShrinkModel::LeNet, 32, runs * 20),
+        "shrink_resnet18_b1" => shrink_latency(ShrinkModel::ResNet18, 1, runs * 4),
+        "shrink_resnet18_b32" => shrink_latency(ShrinkModel::ResNet18, 32, runs.max(5)),
         other => anyhow::bail!("unknown workload {other}"),
     })
+}
+
+#[derive(Clone, Copy)]
+enum ShrinkModel {
+    LeNet,
+    ResNet18,
+}
+
+/// The masked model (every group pruned to half its channels by L2 norm, dense shapes) against
+/// the model `shrink` makes of it, eval forward without gradients; with each one's weight count.
+fn shrink_latency(which: ShrinkModel, batch: i64, calls: usize) -> Value {
+    use tch::nn::ModuleT;
+    use tchprune::shrink;
+    tch::manual_seed(0);
+    let method = tchprune::LnStructured::new(0.5, Norm::P(2.0), 0).expect("a method");
+    let count = |vs: &nn::VarStore| {
+        vs.trainable_variables()
+            .iter()
+            .map(Tensor::numel)
+            .sum::<usize>()
+    };
+    type Models = (Box<dyn ModuleT>, Box<dyn ModuleT>, Tensor, (usize, usize));
+    let (masked, small, x, params): Models = match which {
+        ShrinkModel::LeNet => {
+            let graph = shrink::trace(layers::lenet, &[1, 1, 28, 28]).expect("traced");
+            let vs = nn::VarStore::new(Device::Cpu);
+            let model = layers::lenet(&vs.root());
+            let mut pruner = VarStorePruner::new(&vs);
+            shrink::prune_groups(&mut pruner, &graph, &method).expect("pruned");
+            let shrunk = shrink::shrink(&pruner.plain_state_dict(), &graph).expect("shrunk");
+            std::mem::forget(pruner);
+            let small_vs = nn::VarStore::new(Device::Cpu);
+            let mut small = layers::lenet_with_widths(&small_vs.root(), &shrunk.widths);
+            checkpoint::load_state_dict(&mut small, &shrunk.tensors, true).expect("loads");
+            let params = (count(&vs), count(&small_vs));
+            let x = Tensor::randn([batch, 1, 28, 28], (Kind::Float, Device::Cpu));
+            (Box::new(model), Box::new(small), x, params)
+        }
+        ShrinkModel::ResNet18 => {
+            let graph = shrink::trace(|p| tch::vision::resnet::resnet18(p, 10), &[1, 3, 64, 64])
+                .expect("traced");
+            let vs = nn::VarStore::new(Device::Cpu);
+            let model = tch::vision::resnet::resnet18(&vs.root(), 10);
+            let mut pruner = VarStorePruner::new(&vs);
+            shrink::prune_groups(&mut pruner, &graph, &method).expect("pruned");
+            let shrunk = shrink::shrink(&pruner.plain_state_dict(), &graph).expect("shrunk");
+            let mut small_vs = nn::VarStore::new(Device::Cpu);
+            let small = layers::resnet_with_widths(
+                &small_vs.root(),
+                layers::RESNET18_BLOCKS,
+                &shrunk.widths,
+                10,
+            );
+            let state: std::collections::HashMap<String, Tensor> =
+                shrunk.tensors.into_iter().collect();
+            tch::no_grad(|| {
+                for (name, mut t) in small_vs.variables() {
+                    t.copy_(&state[&name]);
+                }
+            });
+            let _ = &mut small_vs;
+            let params = (count(&vs), count(&small_vs));
+            std::mem::forget(pruner);
+            let x = Tensor::randn([batch, 3, 112, 112], (Kind::Float, Device::Cpu));
+            (Box::new(model), Box::new(small), x, params)
+        }
+    };
+    let (dense, shrunk) = interleaved(
+        calls,
+        || {
+            let _ = tch::no_grad(|| masked.forward_t(&x, false));
+        },
+        || {
+            let _ = tch::no_grad(|| small.forward_t(&x, false));
+        },
+    );
+    json!({"ratio": shrunk / dense, "dense_seconds": dense, "pruned_seconds": shrunk,
+           "parameters": [params.0, params.1]})
 }

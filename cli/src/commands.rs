@@ -352,7 +352,11 @@ const MAX_GROUPS_BYTES: u64 = 16 << 20;
 /// Entries of the weights (everything but BatchNorm's running statistics).
 fn weight_entries(shapes: &std::collections::BTreeMap<String, Vec<i64>>) -> i64 {
     (shapes.iter())
-        .filter(|(k, _)| !["running_mean", "running_var", "num_batches_tracked"].iter().any(|s| k.ends_with(s)))
+        .filter(|(k, _)| {
+            !["running_mean", "running_var", "num_batches_tracked"]
+                .iter()
+                .any(|s| k.ends_with(s))
+        })
         .map(|(_, shape)| shape.iter().product::<i64>())
         .sum()
 }
@@ -369,7 +373,10 @@ fn shrink(
         check_distinct(input, output)?;
     }
     let mut state = read_state(input)?;
-    let shapes = shrink::shapes(&checkpoint::state_dict_with(state.module(), MaskDtype::Bool));
+    let shapes = shrink::shapes(&checkpoint::state_dict_with(
+        state.module(),
+        MaskDtype::Bool,
+    ));
     let graph = match groups {
         Some(path) => {
             let bytes = tchprune::files::read_bounded(path, MAX_GROUPS_BYTES)
@@ -378,13 +385,17 @@ fn shrink(
                 .with_context(|| format!("{}: not UTF-8 text", path.display()))?;
             DependencyGraph::from_json(&text).with_context(|| path.display().to_string())?
         }
-        None => shrink::trace_builtin(model, &shapes).with_context(|| input.display().to_string())?,
+        None => {
+            shrink::trace_builtin(model, &shapes).with_context(|| input.display().to_string())?
+        }
     };
     let Some(output) = output else {
         println!("{}", graph.to_json());
         return Ok(());
     };
-    let shrunk = state.shrink(&graph).with_context(|| input.display().to_string())?;
+    let shrunk = state
+        .shrink(&graph)
+        .with_context(|| input.display().to_string())?;
     let written = state.to_checkpoint(mask_dtype.into())?;
     checkpoint::write(&written.tensors, &written.metadata, output)?;
     for group in shrunk.groups.iter().filter(|g| g.removed() > 0) {

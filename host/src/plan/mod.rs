@@ -10,6 +10,10 @@
 //!             "params": ["fc*.weight"], "amount": 0.8}]}
 //! ```
 //!
+//! Two steps work on dependency groups ([`crate::shrink`]): `prune_groups` (with a structured
+//! `pruning_method` and its arguments) and `shrink`; both take `"model"` (a built-in model,
+//! `"auto"` by default) or declared `"groups"`, and act on the groups with a writer in `params`.
+//!
 //! A key `P` names the tensor `P`, or the pruned pair `P_orig` + `P_mask`. Patterns use `*`
 //! (any run of characters, dots included) and `?`; each must match at least one key, and the
 //! keys a pattern matches are taken in sorted order. Every step is checked (patterns, methods,

@@ -26,7 +26,10 @@ pub fn trace_builtin(name: &str, shapes: &BTreeMap<String, Vec<i64>>) -> Result<
             )))
         }
     };
-    let classes = shapes.get("fc.weight").and_then(|s| s.first().copied()).unwrap_or(10);
+    let classes = shapes
+        .get("fc.weight")
+        .and_then(|s| s.first().copied())
+        .unwrap_or(10);
     let mut mismatches = Vec::new();
     for candidate in names {
         let (model_shapes, input) = match candidate {
@@ -60,8 +63,8 @@ pub fn trace_builtin(name: &str, shapes: &BTreeMap<String, Vec<i64>>) -> Result<
 fn variable_shapes<M>(build: impl FnOnce(&nn::Path) -> M) -> BTreeMap<String, Vec<i64>> {
     let vs = nn::VarStore::new(Device::Cpu);
     let _model = build(&vs.root());
-    let shapes = vs.variables().into_iter().map(|(k, t)| (k, t.size())).collect();
-    shapes
+    let shapes = vs.variables().into_iter().map(|(k, t)| (k, t.size()));
+    shapes.collect()
 }
 
 /// The first key that one side lacks or that differs in shape, or `None` when they agree.
