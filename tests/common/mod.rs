@@ -16,6 +16,7 @@ const PLUGIN_PACKAGES: &[&str] = &[
     "tchprune-fixture-future-api",
     "tchprune-fixture-not-a-plugin",
     "tchprune-fixture-first-entries",
+    "tchprune-fixture-first-channels",
 ];
 
 /// The workspace root.

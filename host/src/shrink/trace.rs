@@ -241,6 +241,9 @@ fn assemble(
     let mut first_writer: Vec<Option<usize>> = vec![None; readers];
     let mut factor: Vec<Option<i64>> = vec![None; readers];
     let mut fixed: Vec<Option<String>> = vec![None; layers.len()];
+    // Layers that read some channels in a way the probe does not follow (a grouped convolution,
+    // a concatenation): their own output channels may be tied to those inputs.
+    let mut unfollowed_reader = vec![false; readers];
     for (w, reached) in reach.iter().enumerate() {
         let channels = layers[w].channels;
         if reached.output.first() == Some(&true) && silent.output.first() == Some(&false) {
@@ -261,6 +264,7 @@ fn assemble(
                 && newly.iter().enumerate().all(|(i, c)| i == *c)
                 && !(is_norm(r) && k != 1);
             if !follows || factor[r].is_some_and(|f| f != k) {
+                unfollowed_reader[r] = true;
                 fixed[w] = Some(format!(
                     "'{}' reads its channels in a way channel removal does not follow \
                      (channel 0 reaches its inputs {newly:?} of {})",
@@ -298,18 +302,26 @@ fn assemble(
             let group_readers: Vec<usize> = (0..readers).filter(in_group).collect();
             let channels = layers[writers[0]].channels;
             let mut reason = writers.iter().find_map(|&w| fixed[w].clone());
-            if reason.is_none() && !group_readers.iter().any(|&r| !is_norm(r)) {
-                reason = Some("no layer reads its channels".to_owned());
+            if let Some(&w) = writers.iter().find(|&&w| unfollowed_reader[w]) {
+                reason = reason.or(Some(format!(
+                    "'{}' reads its inputs in a way channel removal does not follow (a grouped \
+                     convolution or a concatenation?), so its outputs may be tied to them",
+                    layers[w].weight
+                )));
             }
             if reason.is_none() && writers.iter().any(|&w| layers[w].channels != channels) {
                 reason = Some("its writers differ in width".to_owned());
             }
-            if let Some(&r) = mixed.iter().find(|&&r| width(r) % channels == 0) {
+            let could_read = |r: usize| width(r) % channels == 0 || channels % width(r) == 0;
+            if let Some(&r) = mixed.iter().find(|&&r| could_read(r)) {
                 reason = reason.or(Some(format!(
                     "'{}' reads channels mixed by an operation the trace cannot follow; \
                      declare the groups",
                     reader_name(r)
                 )));
+            }
+            if reason.is_none() && !group_readers.iter().any(|&r| !is_norm(r)) {
+                reason = Some("no layer reads its channels".to_owned());
             }
             Group {
                 writers: writers.iter().map(|&w| layers[w].weight.clone()).collect(),
