@@ -278,6 +278,58 @@ def shrink_latency(model_name, batch, calls):
             "parameters": [count(model), count(small)]}
 
 
+def sparse_weight(shape, sparsity):
+    keep = torch.rand(shape) >= sparsity
+    return torch.randn(shape) * keep
+
+
+def sparse_speed(shape, sparsity, batch, calls):
+    """The dense `linear` against libtorch's CSR matmul (MKL) of the same weight."""
+    torch.manual_seed(0)
+    weight = sparse_weight(shape, sparsity)
+    csr = weight.to_sparse_csr()
+    x = torch.randn(batch, shape[1])
+
+    def dense_step():
+        with torch.no_grad():
+            F.linear(x, weight)
+
+    def sparse_step():
+        with torch.no_grad():
+            torch.mm(csr, x.t()).t()
+
+    dense, sparse = interleaved(dense_step, sparse_step, calls)
+    return {"dense_seconds": dense, "sparse_seconds": sparse}
+
+
+def sparse_mlp(batch, calls):
+    """The 3x2048 MLP at 95% in every layer, eval forward: dense against every layer's weight
+    as a CSR matrix."""
+    torch.manual_seed(0)
+    model = mlp().eval()
+    weights = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    for layer in weights:
+        prune.l1_unstructured(layer, "weight", amount=0.95)
+        prune.remove(layer, "weight")
+    csr = [(l.weight.to_sparse_csr(), l.bias) for l in weights]
+    x = torch.randn(batch, 2048)
+
+    def dense_step():
+        with torch.no_grad():
+            model(x)
+
+    def sparse_step():
+        with torch.no_grad():
+            h = x
+            for i, (w, b) in enumerate(csr):
+                h = torch.mm(w, h.t()).t() + b
+                if i + 1 < len(csr):
+                    h = F.relu(h)
+
+    dense, sparse = interleaved(dense_step, sparse_step, calls)
+    return {"dense_seconds": dense, "sparse_seconds": sparse}
+
+
 def workloads(runs):
     slow = max(3, runs // 2)
 
@@ -328,6 +380,14 @@ def workloads(runs):
         "shrink_lenet_b32": lambda: shrink_latency("lenet", 32, runs * 20),
         "shrink_resnet18_b1": lambda: shrink_latency("resnet18", 1, runs * 4),
         "shrink_resnet18_b32": lambda: shrink_latency("resnet18", 32, max(runs, 5)),
+        "sparse_linear_90_b1": lambda: sparse_speed((4096, 4096), 0.9, 1, runs * 4),
+        "sparse_linear_90_b8": lambda: sparse_speed((4096, 4096), 0.9, 8, runs * 4),
+        "sparse_linear_90_b64": lambda: sparse_speed((4096, 4096), 0.9, 64, runs * 4),
+        "sparse_linear_95_b1": lambda: sparse_speed((4096, 4096), 0.95, 1, runs * 4),
+        "sparse_linear_95_b8": lambda: sparse_speed((4096, 4096), 0.95, 8, runs * 4),
+        "sparse_linear_95_b64": lambda: sparse_speed((4096, 4096), 0.95, 64, runs * 4),
+        "sparse_mlp_95": lambda: sparse_mlp(1, runs * 4),
+        "sparse_mlp_95_b8": lambda: sparse_mlp(8, runs * 4),
     }
 
 

@@ -448,6 +448,15 @@ pub fn run(id: &str, runs: usize) -> Result<Value> {
         "shrink_lenet_b32" => shrink_latency(ShrinkModel::LeNet, 32, runs * 20),
         "shrink_resnet18_b1" => shrink_latency(ShrinkModel::ResNet18, 1, runs * 4),
         "shrink_resnet18_b32" => shrink_latency(ShrinkModel::ResNet18, 32, runs.max(5)),
+        id if id.starts_with("sparse_linear_") => {
+            // sparse_linear_{percent}_b{batch}
+            let mut parts = id["sparse_linear_".len()..].split("_b");
+            let percent: f64 = parts.next().unwrap_or("").parse()?;
+            let batch: i64 = parts.next().unwrap_or("").parse()?;
+            sparse_speed(&[4096, 4096], percent / 100.0, batch, runs * 4)
+        }
+        "sparse_mlp_95" => sparse_mlp(1, runs * 4),
+        "sparse_mlp_95_b8" => sparse_mlp(8, runs * 4),
         other => anyhow::bail!("unknown workload {other}"),
     })
 }
@@ -528,4 +537,72 @@ fn shrink_latency(which: ShrinkModel, batch: i64, calls: usize) -> Value {
     );
     json!({"ratio": shrunk / dense, "dense_seconds": dense, "pruned_seconds": shrunk,
            "parameters": [params.0, params.1]})
+}
+
+/// A weight of `shape` with `sparsity` of its entries zero, at random.
+fn sparse_weight(shape: &[i64], sparsity: f64) -> Tensor {
+    let keep = Tensor::rand(shape, (Kind::Float, Device::Cpu)).ge(sparsity);
+    Tensor::randn(shape, (Kind::Float, Device::Cpu)) * keep
+}
+
+/// The dense `linear` against tchprune's sparse layer, alternating.
+fn sparse_speed(shape: &[i64], sparsity: f64, batch: i64, calls: usize) -> Value {
+    tch::manual_seed(0);
+    let weight = sparse_weight(shape, sparsity);
+    let layer = tchprune::sparse::SparseLinear::new(&weight, None).expect("a sparse layer");
+    let x = Tensor::randn([batch, shape[1]], (Kind::Float, Device::Cpu));
+    let (dense, sparse) = interleaved(
+        calls,
+        || {
+            let _ = tch::no_grad(|| x.linear::<Tensor>(&weight, None));
+        },
+        || {
+            let _ = layer.try_forward(&x).expect("runs");
+        },
+    );
+    json!({"dense_seconds": dense, "sparse_seconds": sparse})
+}
+
+/// The 3x2048 MLP (two hidden layers of 2048, ReLU) at 95% in every layer, eval forward: dense
+/// against `sparse::sparsify`'s model.
+fn sparse_mlp(batch: i64, calls: usize) -> Value {
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let mut model = mlp(&vs);
+    let keys: Vec<String> = model
+        .named_parameters()
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| k.ends_with("weight"))
+        .collect();
+    for key in &keys {
+        prune::l1_unstructured(&mut model, key, 0.95, None).expect("prunes");
+        prune::remove(&mut model, key).expect("removes");
+    }
+    let vs_dense = nn::VarStore::new(Device::Cpu);
+    let dense_model = mlp(&vs_dense);
+    let pruned: std::collections::HashMap<String, Tensor> =
+        model.named_parameters().into_iter().collect();
+    tch::no_grad(|| {
+        for (k, mut t) in dense_model.named_parameters() {
+            t.copy_(&pruned[&k]);
+        }
+    });
+    let measured = tchprune::sparse::SpeedOptions {
+        batch,
+        ..Default::default()
+    };
+    let choices = tchprune::sparse::sparsify(&mut model, &measured).expect("sparsified");
+    let x = Tensor::randn([batch, 2048], (Kind::Float, Device::Cpu));
+    let (dense, sparse) = interleaved(
+        calls,
+        || {
+            let _ = tch::no_grad(|| dense_model.forward_t(&x, false));
+        },
+        || {
+            let _ = tch::no_grad(|| model.forward_t(&x, false));
+        },
+    );
+    let sparse_layers = choices.iter().filter(|c| c.sparse).count();
+    json!({"dense_seconds": dense, "sparse_seconds": sparse, "sparse_layers": sparse_layers})
 }

@@ -90,6 +90,21 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = MaskDtypeArg::Same)]
         mask_dtype: MaskDtypeArg,
     },
+    /// Time each pruned linear weight of FILE on this machine, dense against tchprune's sparse
+    /// kernel, and say which form is faster.
+    Speed {
+        /// The safetensors state_dict (read only).
+        file: PathBuf,
+        /// The batch size to time at.
+        #[arg(long, default_value_t = 1)]
+        batch: i64,
+        /// Timed calls of each form per layer (the median counts).
+        #[arg(long, default_value_t = 7)]
+        calls: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the pruning tutorial on the built-in LeNet.
     Demo,
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use tchprune::checkpoint::{self, sparse_bitmask, MaskDtype};
 use tchprune::plan::{Plan, PrunedState};
 use tchprune::shrink::{self, DependencyGraph};
+use tchprune::sparse;
 use tchprune::Registry;
 
 /// Inputs with at least this many entries take seconds: they get a progress bar.
@@ -42,6 +43,12 @@ pub fn run(command: Command) -> Result<()> {
             groups.as_deref(),
             mask_dtype,
         ),
+        Command::Speed {
+            file,
+            batch,
+            calls,
+            json,
+        } => speed(&file, batch, calls, json),
         Command::Demo => tchprune_examples::tutorial::run(&mut std::io::stdout().lock()),
     }
 }
@@ -433,5 +440,103 @@ fn shrink(
         );
     }
     exit_soon((state, written));
+    Ok(())
+}
+
+fn speed(file: &Path, batch: i64, calls: usize, as_json: bool) -> Result<()> {
+    if batch < 1 || calls < 1 {
+        anyhow::bail!("--batch and --calls must be at least 1");
+    }
+    let plain = read_state(file)?
+        .finalize()?
+        .to_checkpoint(MaskDtype::Parameter)?;
+    let tensors: std::collections::HashMap<&str, &tch::Tensor> =
+        plain.tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
+    let options = sparse::SpeedOptions {
+        batch,
+        calls,
+        ..Default::default()
+    };
+    let mut choices = Vec::new();
+    for (key, weight) in &plain.tensors {
+        let zeros = weight.dim() == 2
+            && weight.is_floating_point()
+            && weight.eq(0).any().int64_value(&[]) != 0;
+        if !zeros {
+            continue;
+        }
+        let bias_key = match key.rsplit_once('.') {
+            Some((prefix, _)) => format!("{prefix}.bias"),
+            None => "bias".to_owned(),
+        };
+        let bias = tensors
+            .get(bias_key.as_str())
+            .filter(|b| b.size() == [weight.size()[0]])
+            .copied();
+        let (_, choice) = sparse::measure(key, weight, bias, &options)
+            .with_context(|| format!("{}: '{key}'", file.display()))?;
+        choices.push(choice);
+    }
+    let dense: f64 = choices.iter().map(|c| c.dense_seconds).sum();
+    let chosen: f64 = (choices.iter())
+        .map(|c| {
+            if c.sparse {
+                c.sparse_seconds
+            } else {
+                c.dense_seconds
+            }
+        })
+        .sum();
+    if as_json {
+        let layers: Vec<_> = (choices.iter())
+            .map(|c| {
+                json!({"weight": c.weight, "shape": c.shape, "sparsity": c.sparsity,
+                       "dense_seconds": c.dense_seconds, "sparse_seconds": c.sparse_seconds,
+                       "form": if c.sparse { "sparse" } else { "dense" }})
+            })
+            .collect();
+        let total = json!({"dense_seconds": dense, "chosen_seconds": chosen});
+        println!(
+            "{}",
+            json!({"batch": batch, "layers": layers, "total": total})
+        );
+        return Ok(());
+    }
+    if choices.is_empty() {
+        println!(
+            "no pruned linear weight (2-d, with zeros) in {}",
+            file.display()
+        );
+        return Ok(());
+    }
+    let width = choices
+        .iter()
+        .map(|c| c.weight.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    println!(
+        "{:width$}  {:>14}  {:>8}  {:>10}  {:>10}  {:>7}  form (batch {batch})",
+        "weight", "shape", "sparsity", "dense", "sparse", "speedup"
+    );
+    let ms = |s: f64| format!("{:.3} ms", s * 1e3);
+    for c in &choices {
+        println!(
+            "{:width$}  {:>14}  {:>7.2}%  {:>10}  {:>10}  {:>6.2}x  {}",
+            c.weight,
+            format!("{:?}", c.shape),
+            100.0 * c.sparsity,
+            ms(c.dense_seconds),
+            ms(c.sparse_seconds),
+            c.speedup(),
+            if c.sparse { "sparse" } else { "dense" }
+        );
+    }
+    println!(
+        "total: dense {}, each layer in its faster form {} ({:.2}x)",
+        ms(dense),
+        ms(chosen),
+        dense / chosen.max(f64::MIN_POSITIVE)
+    );
     Ok(())
 }

@@ -15,6 +15,8 @@
 //!   tickets), spreading the sparsity over layers uniformly, globally, by LAMP or by ERK.
 //! - [`shrink`] removes pruned channels for real (dependency groups traced from the model's own
 //!   forward pass, residual connections included): a smaller model with the same outputs.
+//! - [`sparse`] runs pruned linear layers sparse at inference (a CPU kernel of its own, 2:4 on
+//!   GPUs through cuSPARSELt), where a measurement on the machine finds it faster.
 //! - [`checkpoint`] reads and writes safetensors state_dicts; [`plan`] prunes a checkpoint by a
 //!   declarative plan without the model's code (what the `tchprune` command runs).
 //!
@@ -55,6 +57,7 @@ mod reparam;
 pub mod schedule;
 pub mod shrink;
 mod small_loops;
+pub mod sparse;
 pub mod sparsity;
 mod varstore;
 

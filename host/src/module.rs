@@ -98,6 +98,15 @@ impl Module {
         self
     }
 
+    /// Replaces the forward function (what [`sparse::sparsify`](crate::sparse::sparsify) does to
+    /// the layers it converts).
+    pub fn set_forward(
+        &mut self,
+        forward: impl Fn(&Module, &Tensor, bool) -> Tensor + Send + Sync + 'static,
+    ) {
+        self.forward = Some(Arc::new(forward));
+    }
+
     fn check_free(&self, name: &str) -> Result<()> {
         if self.has_attribute(name) || name.is_empty() || name.contains('.') {
             return Err(PruneError::NameTaken {

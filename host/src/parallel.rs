@@ -30,14 +30,17 @@ pub(crate) fn chunks(len: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// `work(input)` for each input, in order: on the calling thread when there is one, else one
-/// scoped thread each.
+/// `work(input)` for each input, in order: the last on the calling thread, each other on a
+/// scoped thread of its own (one thread fewer to start and wait for).
 pub(crate) fn on_threads<I: Send, R: Send>(
     mut inputs: Vec<I>,
     work: impl Fn(I) -> R + Sync,
 ) -> Vec<R> {
-    if inputs.len() == 1 {
-        return vec![work(inputs.pop().expect("one input"))];
+    let Some(last) = inputs.pop() else {
+        return Vec::new();
+    };
+    if inputs.is_empty() {
+        return vec![work(last)];
     }
     thread::scope(|scope| {
         let work = &work;
@@ -45,10 +48,13 @@ pub(crate) fn on_threads<I: Send, R: Send>(
             .into_iter()
             .map(|input| scope.spawn(move || work(input)))
             .collect();
-        workers
+        let mine = work(last);
+        let mut results: Vec<R> = workers
             .into_iter()
             .map(|w| w.join().expect("workers do not panic"))
-            .collect()
+            .collect();
+        results.push(mine);
+        results
     })
 }
 

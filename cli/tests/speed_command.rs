@@ -1,0 +1,108 @@
+//! `tchprune speed`: each pruned linear weight's dense and sparse time on this machine, and the
+//! form chosen.
+
+mod common;
+
+use serde_json::{json, Value};
+
+#[test]
+fn a_pruned_checkpoint_gets_each_layers_times_and_form() {
+    let plan = json!({"steps": [
+        {"method": "l1_unstructured", "params": ["fc1.weight"], "amount": 0.9},
+        {"method": "l1_unstructured", "params": ["fc2.weight"], "amount": 0.5},
+    ]});
+    let (dir, run) = common::apply_to_lenet(&plan, &[]);
+    assert!(run.success, "{}", run.stderr);
+    let run = common::tchprune_in(dir.path(), &["speed", "out.safetensors", "--calls", "3"]);
+    assert!(run.success, "{}", run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("weight") && lines[0].contains("form (batch 1)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        lines[1].starts_with("fc1.weight")
+            && lines[1].contains("[120, 400]")
+            && lines[1].contains("90.00%"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        lines[2].starts_with("fc2.weight") && lines[2].contains("50.00%"),
+        "{}",
+        run.stdout
+    );
+    assert!(lines[3].starts_with("total: dense"), "{}", run.stdout);
+    assert_eq!(
+        lines.len(),
+        4,
+        "conv weights and unpruned fc3 are not listed"
+    );
+
+    let run = common::tchprune_in(
+        dir.path(),
+        &[
+            "speed",
+            "out.safetensors",
+            "--json",
+            "--batch",
+            "4",
+            "--calls",
+            "2",
+        ],
+    );
+    assert!(run.success, "{}", run.stderr);
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(report["batch"], 4);
+    let layers = report["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2);
+    assert_eq!(layers[0]["weight"], "fc1.weight");
+    assert_eq!(layers[0]["shape"], json!([120, 400]));
+    assert!((layers[0]["sparsity"].as_f64().unwrap() - 0.9).abs() < 1e-9);
+    for layer in layers {
+        assert!(["dense", "sparse"].contains(&layer["form"].as_str().unwrap()));
+        let (dense, sparse) = (
+            layer["dense_seconds"].as_f64().unwrap(),
+            layer["sparse_seconds"].as_f64().unwrap(),
+        );
+        assert!(dense > 0.0 && sparse > 0.0);
+        let chosen = if layer["form"] == "sparse" {
+            sparse
+        } else {
+            dense
+        };
+        assert!(chosen <= dense);
+    }
+    let total = &report["total"];
+    assert!(total["chosen_seconds"].as_f64().unwrap() <= total["dense_seconds"].as_f64().unwrap());
+}
+
+#[test]
+fn an_unpruned_checkpoint_has_nothing_to_time() {
+    let dir = tempfile::tempdir().unwrap();
+    common::lenet_checkpoint(dir.path());
+    let run = common::tchprune_in(dir.path(), &["speed", "lenet.safetensors"]);
+    assert!(run.success, "{}", run.stderr);
+    assert!(
+        run.stdout.starts_with("no pruned linear weight"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn bad_arguments_are_refused() {
+    common::refused_in(
+        "batch 0",
+        |_| {},
+        &["speed", "lenet.safetensors", "--batch", "0"],
+        &["--batch"],
+    );
+    common::refused_in(
+        "no file",
+        |_| {},
+        &["speed", "nothing.safetensors"],
+        &["nothing.safetensors"],
+    );
+}

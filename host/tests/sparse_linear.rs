@@ -1,0 +1,235 @@
+//! Sparse linear layers: the CPU kernel against the dense `linear` (shapes, batches, dtypes,
+//! empty rows, wide inputs), the measured choice and its break-even, both front ends, and the
+//! 2:4 GPU layer where a GPU is present.
+
+use tch::nn::Module as _;
+use tch::{nn, Device, Kind, Tensor};
+use tchprune::sparse::{self, SemiStructuredLinear, SparseLinear, SpeedOptions};
+use tchprune::{layers, prune, Module};
+
+/// A `[rows, cols]` weight with about `density` of its entries non-zero.
+fn sparse_weight(rows: i64, cols: i64, density: f64) -> Tensor {
+    let keep = Tensor::rand([rows, cols], (Kind::Float, Device::Cpu)).lt(density);
+    Tensor::randn([rows, cols], (Kind::Float, Device::Cpu)) * keep
+}
+
+fn assert_close(ours: &Tensor, dense: &Tensor) {
+    assert_eq!(ours.size(), dense.size());
+    let scale = dense.abs().max().double_value(&[]).max(1.0);
+    let difference = (ours - dense).abs().max().double_value(&[]);
+    assert!(difference <= 1e-5 * scale, "{difference} (scale {scale})");
+}
+
+#[test]
+fn the_kernel_matches_the_dense_linear_at_every_batch() {
+    tch::manual_seed(0);
+    for (rows, cols, density) in [(7, 13, 0.5), (300, 257, 0.1), (64, 2048, 0.05), (5, 9, 0.0)] {
+        let weight = sparse_weight(rows, cols, density);
+        let bias = Tensor::randn([rows], (Kind::Float, Device::Cpu));
+        let layer = SparseLinear::new(&weight, Some(&bias)).unwrap();
+        for batch in [1, 2, 3, 8, 13, 64, 100, 131] {
+            let xs = Tensor::randn([batch, cols], (Kind::Float, Device::Cpu));
+            assert_close(&layer.forward(&xs), &xs.linear(&weight, Some(&bias)));
+        }
+    }
+}
+
+#[test]
+fn inputs_of_more_dimensions_and_other_dtypes() {
+    tch::manual_seed(1);
+    let weight = sparse_weight(40, 30, 0.2);
+    let layer = SparseLinear::new(&weight, None).unwrap();
+    let xs = Tensor::randn([2, 3, 30], (Kind::Float, Device::Cpu));
+    assert_close(&layer.forward(&xs), &xs.linear::<Tensor>(&weight, None));
+    let xs = xs.to_kind(Kind::Double);
+    let y = layer.forward(&xs);
+    assert_eq!(y.kind(), Kind::Double);
+    assert_close(
+        &y,
+        &xs.linear::<Tensor>(&weight.to_kind(Kind::Double), None),
+    );
+}
+
+#[test]
+fn wide_inputs_take_32_bit_columns() {
+    tch::manual_seed(2);
+    let weight = sparse_weight(3, 70_000, 0.01);
+    let layer = SparseLinear::new(&weight, None).unwrap();
+    assert_eq!(layer.weight().cols(), 70_000);
+    let nonzeros = weight.ne(0).sum(Kind::Int64).int64_value(&[]) as usize;
+    assert_eq!(layer.weight().nonzeros(), nonzeros);
+    assert_eq!(layer.weight().bytes(), nonzeros * 8 + 4 * 4);
+    for batch in [1, 5] {
+        let xs = Tensor::randn([batch, 70_000], (Kind::Float, Device::Cpu));
+        assert_close(&layer.forward(&xs), &xs.linear::<Tensor>(&weight, None));
+    }
+    let narrow = SparseLinear::new(&sparse_weight(3, 100, 0.5), None).unwrap();
+    assert_eq!(
+        narrow.weight().bytes(),
+        narrow.weight().nonzeros() * 6 + 4 * 4
+    );
+}
+
+#[test]
+fn what_does_not_fit_is_an_error() {
+    let layer = SparseLinear::new(&sparse_weight(4, 6, 0.5), None).unwrap();
+    let err = layer
+        .try_forward(&Tensor::zeros([2, 5], (Kind::Float, Device::Cpu)))
+        .unwrap_err();
+    assert!(err.to_string().contains("[-1, 6]"), "{err}");
+    let err = layer
+        .try_forward(&Tensor::zeros([2, 6], (Kind::Int64, Device::Cpu)))
+        .unwrap_err();
+    assert!(err.to_string().contains("Int64"), "{err}");
+    let err =
+        SparseLinear::new(&Tensor::zeros([2, 3, 4], (Kind::Float, Device::Cpu)), None).unwrap_err();
+    assert!(err.to_string().contains("2-d float weight"), "{err}");
+    let bias = Tensor::zeros([5], (Kind::Float, Device::Cpu));
+    assert!(SparseLinear::new(&sparse_weight(4, 6, 0.5), Some(&bias)).is_err());
+}
+
+fn mlp(vs: &nn::VarStore, width: i64) -> Module {
+    let root = vs.root();
+    layers::sequential([
+        layers::linear(&(&root / "fc1"), width, width, Default::default()),
+        layers::relu(),
+        layers::linear(&(&root / "fc2"), width, width, Default::default()),
+        layers::relu(),
+        layers::linear(&(&root / "fc3"), width, 10, Default::default()),
+    ])
+}
+
+#[test]
+fn sparsify_converts_the_layers_it_is_told_to_and_keeps_the_outputs() {
+    tch::manual_seed(3);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let mut model = mlp(&vs, 256);
+    for key in ["0.weight", "2.weight"] {
+        prune::l1_unstructured(&mut model, key, 0.9, None).unwrap();
+    }
+    let xs = Tensor::randn([5, 256], (Kind::Float, Device::Cpu));
+    let before = tch::no_grad(|| model.forward_t(&xs, false));
+    let always = SpeedOptions {
+        min_speedup: 0.0,
+        calls: 1,
+        ..Default::default()
+    };
+    let choices = sparse::sparsify(&mut model, &always).unwrap();
+    let converted: Vec<(&str, bool)> = choices
+        .iter()
+        .map(|c| (c.weight.as_str(), c.sparse))
+        .collect();
+    assert_eq!(
+        converted,
+        [("0.weight", true), ("2.weight", true)],
+        "fc3 has no zeros"
+    );
+    assert!((choices[0].sparsity - 0.9).abs() < 1e-4);
+    assert!(choices[0].dense_seconds > 0.0 && choices[0].sparse_seconds > 0.0);
+    assert_close(&tch::no_grad(|| model.forward_t(&xs, false)), &before);
+
+    // Training runs dense, with gradients.
+    let loss = model.forward_t(&xs, true).square().sum(Kind::Float);
+    loss.backward();
+    let orig = model
+        .submodule("0")
+        .unwrap()
+        .parameter("weight_orig")
+        .unwrap();
+    assert!(orig.grad().defined());
+    // A changed weight is seen: the layer falls back to the dense form.
+    tch::no_grad(|| {
+        let mut orig = orig.shallow_clone();
+        let _ = orig.g_mul_scalar_(2.0);
+    });
+    let dense_again = tch::no_grad(|| model.forward_t(&xs, false));
+    assert!((&dense_again - &before).abs().max().double_value(&[]) > 1e-3);
+}
+
+#[test]
+fn a_layer_that_is_not_faster_sparse_stays_dense() {
+    tch::manual_seed(4);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let mut model = mlp(&vs, 256);
+    prune::l1_unstructured(&mut model, "0.weight", 0.5, None).unwrap();
+    let never = SpeedOptions {
+        min_speedup: f64::INFINITY,
+        calls: 1,
+        ..Default::default()
+    };
+    assert!(!sparse::sparsify(&mut model, &never).unwrap()[0].sparse);
+    // At 50% and a batch of 1024 the dense matrix product wins by a wide margin (about 4x on
+    // the 2-core machine this was written on).
+    let measured = SpeedOptions {
+        batch: 1024,
+        ..Default::default()
+    };
+    let choice = &sparse::sparsify(&mut model, &measured).unwrap()[0];
+    assert!(!choice.sparse, "{choice:?}");
+    assert!(choice.speedup() < 1.0, "{choice:?}");
+}
+
+#[test]
+fn a_varstore_layer_in_its_faster_form() {
+    tch::manual_seed(5);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let fc = nn::linear(vs.root() / "fc", 128, 64, Default::default());
+    let mut pruner = tchprune::VarStorePruner::new(&vs);
+    prune::l1_unstructured(&mut pruner, "fc.weight", 0.95, None).unwrap();
+    let always = SpeedOptions {
+        min_speedup: 0.0,
+        calls: 1,
+        ..Default::default()
+    };
+    let (layer, choice) = sparse::Linear::from_varstore(&vs, "fc", &always).unwrap();
+    assert!(matches!(layer, sparse::Linear::Sparse(_)) && choice.sparse);
+    let xs = Tensor::randn([3, 128], (Kind::Float, Device::Cpu));
+    assert_close(&layer.forward(&xs), &tch::no_grad(|| fc.forward(&xs)));
+    let never = SpeedOptions {
+        min_speedup: f64::INFINITY,
+        calls: 1,
+        ..Default::default()
+    };
+    let (layer, _) = sparse::Linear::from_varstore(&vs, "fc", &never).unwrap();
+    assert!(matches!(layer, sparse::Linear::Dense { .. }));
+    let err = sparse::Linear::from_varstore(&vs, "fc9", &never).unwrap_err();
+    assert!(err.to_string().contains("fc9.weight"), "{err}");
+}
+
+#[test]
+fn two_of_four_on_the_gpu() {
+    if !SemiStructuredLinear::is_available() {
+        eprintln!("skipped: no CUDA device (the 2:4 cuSPARSELt path needs one)");
+        return;
+    }
+    tch::manual_seed(6);
+    let device = Device::Cuda(0);
+    let dense = Tensor::randn([256, 512], (Kind::Half, device));
+    // Keep the 2 largest of every 4 along the input features.
+    let groups = dense.reshape([256, 128, 4]);
+    let (_, order) = groups.abs().sort(-1, true);
+    let keep = Tensor::zeros([256, 128, 4], (Kind::Half, device)).scatter_value(
+        -1,
+        &order.narrow(-1, 0, 2),
+        1.0,
+    );
+    let weight = (groups * keep).reshape([256, 512]);
+    let bias = Tensor::randn([256], (Kind::Half, device));
+    let layer = SemiStructuredLinear::new(&weight, Some(&bias)).unwrap();
+    let xs = Tensor::randn([64, 512], (Kind::Half, device));
+    let expected = xs.linear(&weight, Some(&bias)).to_kind(Kind::Float);
+    let got = layer.forward(&xs).to_kind(Kind::Float);
+    let difference = (&got - &expected).abs().max().double_value(&[]);
+    assert!(difference < 0.1, "{difference}");
+    assert!(SemiStructuredLinear::new(&dense, None).is_err(), "not 2:4");
+}
+
+#[test]
+fn two_of_four_refuses_what_cusparselt_cannot_take() {
+    let weight = Tensor::zeros([8, 8], (Kind::Float, Device::Cpu));
+    let err = SemiStructuredLinear::new(&weight, None).unwrap_err();
+    assert!(err.to_string().contains("fp16 or bf16 on CUDA"), "{err}");
+    let err = SemiStructuredLinear::new(&Tensor::zeros([8, 6], (Kind::Half, Device::Cpu)), None)
+        .unwrap_err();
+    assert!(err.to_string().contains("multiple of 4"), "{err}");
+}
