@@ -59,7 +59,7 @@ fn wide_inputs_take_32_bit_columns() {
     let nonzeros = weight.ne(0).sum(Kind::Int64).int64_value(&[]) as usize;
     assert_eq!(layer.weight().nonzeros(), nonzeros);
     assert_eq!(layer.weight().bytes(), nonzeros * 8 + 4 * 4);
-    for batch in [1, 5] {
+    for batch in [1, 5, 8, 40] {
         let xs = Tensor::randn([batch, 70_000], (Kind::Float, Device::Cpu));
         assert_close(&layer.forward(&xs), &xs.linear::<Tensor>(&weight, None));
     }
@@ -150,7 +150,7 @@ fn sparsify_converts_the_layers_it_is_told_to_and_keeps_the_outputs() {
 fn a_layer_that_is_not_faster_sparse_stays_dense() {
     tch::manual_seed(4);
     let vs = nn::VarStore::new(Device::Cpu);
-    let mut model = mlp(&vs, 256);
+    let mut model = mlp(&vs, 128);
     prune::l1_unstructured(&mut model, "0.weight", 0.5, None).unwrap();
     let never = SpeedOptions {
         min_speedup: f64::INFINITY,
