@@ -330,6 +330,40 @@ def sparse_mlp(batch, calls):
     return {"dense_seconds": dense, "sparse_seconds": sparse}
 
 
+def cuda_run(setup, run, runs):
+    def synchronized(state):
+        run(state)
+        torch.cuda.synchronize()
+
+    return {"seconds": median_time(setup, synchronized, runs)}
+
+
+def semi_structured(n, batch, calls):
+    """A 2:4 fp16 [n, n] layer on CUDA (the 2 largest of every 4 inputs kept) as PyTorch's
+    cuSPARSELt semi-structured tensor against the dense `linear`, each call synchronized."""
+    from torch.sparse import SparseSemiStructuredTensor, to_sparse_semi_structured
+
+    SparseSemiStructuredTensor._FORCE_CUTLASS = False
+    torch.manual_seed(0)
+    groups = torch.randn(n, n // 4, 4, dtype=torch.half, device="cuda")
+    order = groups.abs().argsort(-1, descending=True)
+    keep = torch.zeros_like(groups).scatter_(-1, order[..., :2], 1.0)
+    weight = (groups * keep).reshape(n, n)
+    sparse = to_sparse_semi_structured(weight)
+    x = torch.randn(batch, n, dtype=torch.half, device="cuda")
+
+    def step(w):
+        def run():
+            with torch.no_grad():
+                F.linear(x, w)
+            torch.cuda.synchronize()
+
+        return run
+
+    dense, sparse_seconds = interleaved(step(weight), step(sparse), calls)
+    return {"dense_seconds": dense, "sparse_seconds": sparse_seconds}
+
+
 def workloads(runs):
     slow = max(3, runs // 2)
 
@@ -386,6 +420,16 @@ def workloads(runs):
         "sparse_linear_95_b1": lambda: sparse_speed((4096, 4096), 0.95, 1, runs * 4),
         "sparse_linear_95_b8": lambda: sparse_speed((4096, 4096), 0.95, 8, runs * 4),
         "sparse_linear_95_b64": lambda: sparse_speed((4096, 4096), 0.95, 64, runs * 4),
+        "l1_unstructured_4096_cuda": lambda: cuda_run(
+            lambda: holder(big_tensor().cuda()), lambda m: prune.l1_unstructured(m, "weight", amount=0.5), slow),
+        "ln_structured_4096_cuda": lambda: cuda_run(
+            lambda: holder(big_tensor().cuda()), lambda m: prune.ln_structured(m, "weight", amount=0.5, n=2, dim=0), slow),
+        "global_resnet50_cuda": lambda: cuda_run(
+            lambda: module_tree([(k, t.cuda()) for k, t in resnet50_tensors()])[1],
+            lambda params: prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=0.8), slow),
+        "semi_structured_4096_b4096": lambda: semi_structured(4096, 4096, runs * 4),
+        "semi_structured_8192_b8192": lambda: semi_structured(8192, 8192, runs * 4),
+        "semi_structured_16384_b4096": lambda: semi_structured(16384, 4096, runs * 4),
         "sparse_mlp_95": lambda: sparse_mlp(1, runs * 4),
         "sparse_mlp_95_b8": lambda: sparse_mlp(8, runs * 4),
     }

@@ -45,10 +45,21 @@ fn main() -> Result<()> {
         println!("{}", workloads::run(id, args.runs)?);
         return Ok(());
     }
+    let cuda = tch::Cuda::is_available();
     let selected: Vec<&report::Workload> = report::WORKLOADS
         .iter()
         .filter(|w| args.only.is_empty() || args.only.iter().any(|o| o == w.id))
+        .filter(|w| {
+            if w.gpu && !cuda {
+                eprintln!("skipping {}: no CUDA device", w.id);
+            }
+            cuda || !w.gpu
+        })
         .collect();
+    if selected.is_empty() {
+        eprintln!("no workload to run");
+        return Ok(());
+    }
     let ids = |kept_memory: bool| -> Vec<&str> {
         selected
             .iter()
@@ -106,7 +117,10 @@ fn pytorch_results(runs: usize, ids: &[&str], kept_memory: bool) -> Result<Value
     if ids.is_empty() {
         return Ok(Value::Object(Default::default()));
     }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/pytorch_bench.py");
+    // TCHPRUNE_BENCH_SCRIPT: where the script is on a machine the binary was copied to.
+    let script = std::env::var_os("TCHPRUNE_BENCH_SCRIPT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/pytorch_bench.py").into());
     let mut command = Command::new(python()?);
     command.arg(script).arg(runs.to_string()).args(ids);
     if kept_memory {

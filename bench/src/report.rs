@@ -30,6 +30,8 @@ pub struct Workload {
     /// Run on both sides in a child process whose malloc keeps freed memory
     /// ([`KEEP_FREED_MEMORY`]), instead of in the benchmark's processes as they are.
     pub kept_memory: bool,
+    /// Needs a CUDA device: skipped (with a message) where there is none.
+    pub gpu: bool,
 }
 
 /// glibc's malloc settings for the `kept_memory` workloads: buffers up to 256 MiB come from the
@@ -49,6 +51,7 @@ pub const WORKLOADS: &[Workload] = &[
         compare: Compare::Time,
         target: 0.2,
         kept_memory: false,
+        gpu: false,
     },
     Workload {
         id: "random_unstructured_4096",
@@ -56,6 +59,7 @@ pub const WORKLOADS: &[Workload] = &[
         compare: Compare::Time,
         target: 0.2,
         kept_memory: false,
+        gpu: false,
     },
     Workload {
         id: "ln_structured_4096",
@@ -63,6 +67,7 @@ pub const WORKLOADS: &[Workload] = &[
         compare: Compare::Time,
         target: 1.0,
         kept_memory: false,
+        gpu: false,
     },
     Workload {
         id: "remove_4096",
@@ -70,6 +75,7 @@ pub const WORKLOADS: &[Workload] = &[
         compare: Compare::Time,
         target: 1.0,
         kept_memory: false,
+        gpu: false,
     },
     Workload {
         id: "global_resnet50",
@@ -77,6 +83,7 @@ pub const WORKLOADS: &[Workload] = &[
         compare: Compare::Time,
         target: 0.2,
         kept_memory: false,
+        gpu: false,
     },
     Workload {
         id: "global_resnet50_round2",
@@ -84,6 +91,7 @@ pub const WORKLOADS: &[Workload] = &[
         compare: Compare::Time,
         target: 0.2,
         kept_memory: false,
+        gpu: false,
     },
     Workload {
         id: "tutorial_lenet",
@@ -91,6 +99,7 @@ pub const WORKLOADS: &[Workload] = &[
         compare: Compare::Time,
         target: 0.5,
         kept_memory: false,
+        gpu: false,
     },
     Workload {
         id: "mlp_eval_overhead",
@@ -98,6 +107,7 @@ pub const WORKLOADS: &[Workload] = &[
         compare: Compare::SelfRatio,
         target: 1.05,
         kept_memory: false,
+        gpu: false,
     },
     Workload {
         id: "mlp_train_overhead",
@@ -105,6 +115,7 @@ pub const WORKLOADS: &[Workload] = &[
         compare: Compare::SelfRatio,
         target: 1.15,
         kept_memory: false,
+        gpu: false,
     },
     Workload {
         id: "mlp_train_overhead_kept_memory",
@@ -112,6 +123,7 @@ pub const WORKLOADS: &[Workload] = &[
         compare: Compare::SelfRatio,
         target: 1.15,
         kept_memory: true,
+        gpu: false,
     },
     Workload {
         id: "train_step_varstore",
@@ -121,6 +133,7 @@ pub const WORKLOADS: &[Workload] = &[
         compare: Compare::SelfRatio,
         target: 1.05,
         kept_memory: false,
+        gpu: false,
     },
     Workload {
         id: "train_step_varstore_tch_adam",
@@ -129,6 +142,7 @@ pub const WORKLOADS: &[Workload] = &[
         compare: Compare::SelfRatio,
         target: 1.15,
         kept_memory: false,
+        gpu: false,
     },
     Workload {
         id: "train_step_module_adam",
@@ -137,6 +151,7 @@ pub const WORKLOADS: &[Workload] = &[
         compare: Compare::NotWorseThanPytorch,
         target: f64::NAN,
         kept_memory: false,
+        gpu: false,
     },
     Workload {
         id: "many_keys",
@@ -145,6 +160,7 @@ pub const WORKLOADS: &[Workload] = &[
         compare: Compare::Time,
         target: 2.0,
         kept_memory: false,
+        gpu: false,
     },
     Workload {
         id: "state_bytes",
@@ -152,6 +168,7 @@ pub const WORKLOADS: &[Workload] = &[
         compare: Compare::SelfRatio,
         target: 1.3,
         kept_memory: false,
+        gpu: false,
     },
     Workload {
         id: "shrink_lenet_b1",
@@ -159,6 +176,7 @@ pub const WORKLOADS: &[Workload] = &[
         compare: Compare::SelfRatio,
         target: 1.0,
         kept_memory: false,
+        gpu: false,
     },
     Workload {
         id: "shrink_lenet_b32",
@@ -166,6 +184,7 @@ pub const WORKLOADS: &[Workload] = &[
         compare: Compare::SelfRatio,
         target: 1.0,
         kept_memory: false,
+        gpu: false,
     },
     Workload {
         id: "shrink_resnet18_b1",
@@ -173,6 +192,7 @@ pub const WORKLOADS: &[Workload] = &[
         compare: Compare::SelfRatio,
         target: 1.0,
         kept_memory: false,
+        gpu: false,
     },
     Workload {
         id: "shrink_resnet18_b32",
@@ -180,6 +200,7 @@ pub const WORKLOADS: &[Workload] = &[
         compare: Compare::SelfRatio,
         target: 1.0,
         kept_memory: false,
+        gpu: false,
     },
     Workload {
         id: "sparse_linear_90_b1",
@@ -187,6 +208,7 @@ pub const WORKLOADS: &[Workload] = &[
         compare: Compare::SpeedupOverPytorch,
         target: 1.5,
         kept_memory: false,
+        gpu: false,
     },
     Workload {
         id: "sparse_linear_90_b8",
@@ -194,6 +216,7 @@ pub const WORKLOADS: &[Workload] = &[
         compare: Compare::SpeedupOverPytorch,
         target: 1.5,
         kept_memory: false,
+        gpu: false,
     },
     Workload {
         id: "sparse_linear_90_b64",
@@ -201,6 +224,7 @@ pub const WORKLOADS: &[Workload] = &[
         compare: Compare::SpeedupOverPytorch,
         target: 1.5,
         kept_memory: false,
+        gpu: false,
     },
     Workload {
         id: "sparse_linear_95_b1",
@@ -208,6 +232,7 @@ pub const WORKLOADS: &[Workload] = &[
         compare: Compare::SpeedupOverPytorch,
         target: 1.5,
         kept_memory: false,
+        gpu: false,
     },
     Workload {
         id: "sparse_linear_95_b8",
@@ -215,6 +240,7 @@ pub const WORKLOADS: &[Workload] = &[
         compare: Compare::SpeedupOverPytorch,
         target: 1.5,
         kept_memory: false,
+        gpu: false,
     },
     Workload {
         id: "sparse_linear_95_b64",
@@ -222,6 +248,7 @@ pub const WORKLOADS: &[Workload] = &[
         compare: Compare::SpeedupOverPytorch,
         target: 1.5,
         kept_memory: false,
+        gpu: false,
     },
     Workload {
         id: "sparse_mlp_95",
@@ -229,6 +256,7 @@ pub const WORKLOADS: &[Workload] = &[
         compare: Compare::Speedup,
         target: 3.0,
         kept_memory: false,
+        gpu: false,
     },
     Workload {
         id: "sparse_mlp_95_b8",
@@ -236,6 +264,55 @@ pub const WORKLOADS: &[Workload] = &[
         compare: Compare::Speedup,
         target: 3.0,
         kept_memory: false,
+        gpu: false,
+    },
+    Workload {
+        id: "l1_unstructured_4096_cuda",
+        label: "l1_unstructured, 4096x4096 f32 on CUDA, amount 0.5",
+        compare: Compare::Time,
+        target: 1.0,
+        kept_memory: false,
+        gpu: true,
+    },
+    Workload {
+        id: "ln_structured_4096_cuda",
+        label: "ln_structured n=2 dim=0, 4096x4096 f32 on CUDA",
+        compare: Compare::Time,
+        target: 1.0,
+        kept_memory: false,
+        gpu: true,
+    },
+    Workload {
+        id: "global_resnet50_cuda",
+        label: "global_unstructured L1 0.8, ResNet-50 conv/linear weights on CUDA",
+        compare: Compare::Time,
+        target: 1.0,
+        kept_memory: false,
+        gpu: true,
+    },
+    Workload {
+        id: "semi_structured_4096_b4096",
+        label: "2:4 fp16 linear 4096x4096, batch 4096, on CUDA: speedup over dense (PyTorch: to_sparse_semi_structured, cuSPARSELt)",
+        compare: Compare::SpeedupOverPytorch,
+        target: 1.0,
+        kept_memory: false,
+        gpu: true,
+    },
+    Workload {
+        id: "semi_structured_8192_b8192",
+        label: "2:4 fp16 linear 8192x8192, batch 8192, on CUDA: speedup over dense (PyTorch: to_sparse_semi_structured, cuSPARSELt)",
+        compare: Compare::SpeedupOverPytorch,
+        target: 1.0,
+        kept_memory: false,
+        gpu: true,
+    },
+    Workload {
+        id: "semi_structured_16384_b4096",
+        label: "2:4 fp16 linear 16384x16384, batch 4096, on CUDA: speedup over dense (PyTorch: to_sparse_semi_structured, cuSPARSELt)",
+        compare: Compare::SpeedupOverPytorch,
+        target: 1.0,
+        kept_memory: false,
+        gpu: true,
     },
 ];
 

@@ -455,6 +455,31 @@ pub fn run(id: &str, runs: usize) -> Result<Value> {
             let batch: i64 = parts.next().unwrap_or("").parse()?;
             sparse_speed(&[4096, 4096], percent / 100.0, batch, runs * 4)
         }
+        "l1_unstructured_4096_cuda" => on_cuda(slow, |m| {
+            prune::l1_unstructured(m, "weight", 0.5, None).expect("prunes")
+        }),
+        "ln_structured_4096_cuda" => on_cuda(slow, |m| {
+            prune::ln_structured(m, "weight", 0.5, Norm::P(2.0), 0, None).expect("prunes")
+        }),
+        "global_resnet50_cuda" => {
+            let tensors: Vec<(String, Tensor)> = resnet50_tensors()
+                .into_iter()
+                .map(|(k, t)| (k, t.to_device(Device::Cuda(0))))
+                .collect();
+            let keys: Vec<String> = tensors.iter().map(|(k, _)| k.clone()).collect();
+            let run = |mut m: Module| {
+                global_l1(&mut m, &keys, 0.8);
+                tch::Cuda::synchronize(0);
+            };
+            json!({"seconds": median_time(slow, || resnet50(&tensors), run)})
+        }
+        id if id.starts_with("semi_structured_") => {
+            // semi_structured_{n}_b{batch}
+            let mut parts = id["semi_structured_".len()..].split("_b");
+            let n: i64 = parts.next().unwrap_or("").parse()?;
+            let batch: i64 = parts.next().unwrap_or("").parse()?;
+            semi_structured(n, batch, runs * 4)
+        }
         "sparse_mlp_95" => sparse_mlp(1, runs * 4),
         "sparse_mlp_95_b8" => sparse_mlp(8, runs * 4),
         other => anyhow::bail!("unknown workload {other}"),
@@ -605,4 +630,43 @@ fn sparse_mlp(batch: i64, calls: usize) -> Value {
     );
     let sparse_layers = choices.iter().filter(|c| c.sparse).count();
     json!({"dense_seconds": dense, "sparse_seconds": sparse, "sparse_layers": sparse_layers})
+}
+
+/// `prune_it` on the 4096x4096 tensor on the first CUDA device, synchronized.
+fn on_cuda(runs: usize, prune_it: fn(&mut Module)) -> Value {
+    let setup = || holder(big_tensor().to_device(Device::Cuda(0)));
+    let run = |mut m: Module| {
+        prune_it(&mut m);
+        tch::Cuda::synchronize(0);
+    };
+    json!({"seconds": median_time(runs, setup, run)})
+}
+
+/// A 2:4 fp16 `[n, n]` layer on CUDA (the 2 largest of every 4 inputs kept) through
+/// cuSPARSELt against the dense `linear`, alternating, each call synchronized.
+fn semi_structured(n: i64, batch: i64, calls: usize) -> Value {
+    let device = Device::Cuda(0);
+    tch::manual_seed(0);
+    let groups = Tensor::randn([n, n / 4, 4], (Kind::Half, device));
+    let (_, order) = groups.abs().sort(-1, true);
+    let keep = Tensor::zeros([n, n / 4, 4], (Kind::Half, device)).scatter_value(
+        -1,
+        &order.narrow(-1, 0, 2),
+        1.0,
+    );
+    let weight = (groups * keep).reshape([n, n]);
+    let layer = tchprune::sparse::SemiStructuredLinear::new(&weight, None).expect("2:4");
+    let x = Tensor::randn([batch, n], (Kind::Half, device));
+    let (dense, sparse) = interleaved(
+        calls,
+        || {
+            let _ = tch::no_grad(|| x.linear::<Tensor>(&weight, None));
+            tch::Cuda::synchronize(0);
+        },
+        || {
+            let _ = layer.try_forward(&x).expect("runs");
+            tch::Cuda::synchronize(0);
+        },
+    );
+    json!({"dense_seconds": dense, "sparse_seconds": sparse})
 }

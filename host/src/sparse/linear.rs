@@ -89,7 +89,8 @@ impl nn::Module for SparseLinear {
 pub struct SpeedOptions {
     /// The batch size the layer is timed at.
     pub batch: i64,
-    /// Timed calls of each form (after one untimed call); the median counts.
+    /// Timed calls of each form, alternating (after one untimed call of each); the median
+    /// counts.
     pub calls: usize,
     /// The sparse form is chosen only when the dense time is at least this many times the
     /// sparse time (above 1 to stay dense when the two are close).
@@ -130,17 +131,26 @@ impl LayerChoice {
     }
 }
 
-fn median_seconds(calls: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut times: Vec<f64> = (0..calls.max(1))
-        .map(|_| {
-            let start = Instant::now();
-            f();
-            start.elapsed().as_secs_f64()
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+/// Median seconds of `a` and of `b` over `calls` calls each, alternating (after one untimed
+/// call of each), so that whatever else loads the machine weighs on both alike.
+fn alternating_medians(calls: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64) {
+    let time = |f: &mut dyn FnMut()| {
+        let start = Instant::now();
+        f();
+        start.elapsed().as_secs_f64()
+    };
+    a();
+    b();
+    let (mut ta, mut tb) = (Vec::new(), Vec::new());
+    for _ in 0..calls.max(1) {
+        ta.push(time(&mut a));
+        tb.push(time(&mut b));
+    }
+    let median = |mut t: Vec<f64>| {
+        t.sort_by(f64::total_cmp);
+        t[t.len() / 2]
+    };
+    (median(ta), median(tb))
 }
 
 /// Times the dense and the sparse form of the layer `weight`/`bias` on this machine and
@@ -158,12 +168,15 @@ pub fn measure(
         .map(|b| tch::no_grad(|| b.f_detach()?.f_to_kind(Kind::Float)))
         .transpose()?;
     let xs = Tensor::f_randn([options.batch.max(1), size[1]], (Kind::Float, Device::Cpu))?;
-    let dense_seconds = median_seconds(options.calls, || {
-        let _ = tch::no_grad(|| xs.linear(&weight, bias.as_ref()));
-    });
-    let sparse_seconds = median_seconds(options.calls, || {
-        let _ = sparse.try_forward(&xs);
-    });
+    let (dense_seconds, sparse_seconds) = alternating_medians(
+        options.calls,
+        || {
+            let _ = tch::no_grad(|| xs.linear(&weight, bias.as_ref()));
+        },
+        || {
+            let _ = sparse.try_forward(&xs);
+        },
+    );
     let total = weight.numel().max(1) as f64;
     let choice = LayerChoice {
         weight: key.to_owned(),

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Every CUDA test and GPU benchmark row in one prepared run, for a session lent a GPU machine
+# (see ../shared/reference/gpu.md; device time is minutes, so nothing is built there).
+#
+#   ./scripts/gpu.sh prepare     # here: build, strip, copy into .gpu/ (git-ignored, a few MiB)
+#   device run, carry [".gpu"]:  bash .gpu/run.sh      # there: tests + GPU rows, results in $OUT
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+case "${1:-}" in
+prepare)
+  ./scripts/bootstrap.sh
+  cargo build --release -p tchprune-bench
+  mapfile -t tests < <(cargo test --release -p tchprune --test dtypes_devices --test sparse_linear \
+      --no-run --message-format=json 2>/dev/null \
+    | python3 -c 'import sys, json
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("executable") and m.get("profile", {}).get("test"):
+        print(m["executable"])')
+  rm -rf .gpu && mkdir -p .gpu
+  strip --strip-debug -o .gpu/tchprune-bench target/release/tchprune-bench
+  for t in "${tests[@]}"; do
+    strip --strip-debug -o ".gpu/$(basename "$t" | sed 's/-[0-9a-f]*$//')" "$t"
+  done
+  cp bench/pytorch_bench.py .gpu/
+  cp scripts/gpu_run.sh .gpu/run.sh
+  grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
+  ls -la .gpu && du -sh .gpu
+  ;;
+*)
+  echo "usage: scripts/gpu.sh prepare   (then run .gpu/run.sh on the device machine)" >&2
+  exit 2
+  ;;
+esac
