@@ -156,7 +156,8 @@ impl CsrMatrix {
         let mut values = Vec::with_capacity(nonzeros);
         let mut columns = Vec::with_capacity(nonzeros);
         row_starts.push(0u32);
-        for row in dense.chunks(cols.max(1)).take(rows) {
+        for r in 0..rows {
+            let row = &dense[r * cols..(r + 1) * cols];
             for (c, v) in row.iter().enumerate().filter(|(_, v)| **v != 0.0) {
                 values.push(*v);
                 columns.push(c as u32);

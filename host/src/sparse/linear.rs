@@ -61,10 +61,11 @@ impl SparseLinear {
                 actual: size,
             });
         }
+        let batch: i64 = size[..size.len() - 1].iter().product();
         let input = tch::no_grad(|| -> Result<Tensor> {
             Ok(xs
                 .f_to_kind(Kind::Float)?
-                .f_reshape([-1, features])?
+                .f_reshape([batch, features])?
                 .f_contiguous()?)
         })?;
         let mut y = self.weight.multiply(&input)?;
