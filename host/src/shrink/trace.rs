@@ -96,13 +96,13 @@ pub fn trace<M: nn::ModuleT>(
         *batch = (*batch).max(PROBE_BATCH);
     }
     let input = uniform(&shape, &mut random, 1.0)?;
-    let output = tch::no_grad(|| model.forward_t(&input, false));
+    let output = tch::no_grad(|| forward(&model, &input))?;
     let projection = uniform(&output.size(), &mut random, 1.0)?;
     let watched: Vec<&Tensor> = (layers.iter().map(|l| &variables[&l.weight]))
         .chain(norms.iter().map(|n| &variables[&n.weight]))
         .collect();
     let probe = || -> Result<Reached> {
-        let output = model.forward_t(&input, false);
+        let output = forward(&model, &input)?;
         let loss = output.f_mul(&projection)?.f_sum(Kind::Float)?;
         let gradients = Tensor::f_run_backward(&[loss], &watched, false, false)?;
         let columns = (gradients.iter().zip(&watched))
@@ -123,6 +123,22 @@ pub fn trace<M: nn::ModuleT>(
         reach.push(reached?);
     }
     Ok(assemble(&layers, &norms, &silent, &reach, input_shape))
+}
+
+/// The model's forward pass in evaluation mode; a panic (an input shape the model does not
+/// take, say) is an error naming the shape.
+fn forward(model: &impl nn::ModuleT, input: &Tensor) -> Result<Tensor> {
+    let run = std::panic::AssertUnwindSafe(|| model.forward_t(input, false));
+    std::panic::catch_unwind(run).map_err(|panic| {
+        let message = (panic.downcast_ref::<String>().map(String::as_str))
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("a panic");
+        let first_line = message.lines().next().unwrap_or_default();
+        PruneError::InvalidGroups(format!(
+            "the model's forward pass failed on an input of shape {:?}: {first_line}",
+            input.size()
+        ))
+    })
 }
 
 /// Which tensors are layers and which are BatchNorms.
