@@ -117,5 +117,8 @@ fn a_model_without_layers_is_refused() {
 fn an_input_the_model_does_not_take_is_an_error() {
     let err = shrink::trace(concatenation, &[1, 5, 8, 8]).unwrap_err();
     let message = err.to_string();
-    assert!(message.contains("forward pass failed on an input of shape [8, 5, 8, 8]"), "{message}");
+    assert!(
+        message.contains("forward pass failed on an input of shape [8, 5, 8, 8]"),
+        "{message}"
+    );
 }

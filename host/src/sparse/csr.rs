@@ -544,6 +544,9 @@ unsafe fn tiled_avx2(
             }
             let values = &tiled.values[a..b];
             let columns = &tiled.columns[a..b];
+            // The next rows' entries, ahead of their turn (a hint: never read past the end).
+            _mm_prefetch::<_MM_HINT_T0>(tiled.values.as_ptr().wrapping_add(b + 64).cast());
+            _mm_prefetch::<_MM_HINT_T0>(tiled.columns.as_ptr().wrapping_add(b + 64).cast());
             let o = out[(r - start) * width..(r - start + 1) * width].as_mut_ptr();
             // SAFETY: `o` points at this row's `width` outputs; every input read is within
             // `inputs` (columns of a tile are below its width, checked when tiling), `width`
@@ -620,6 +623,10 @@ unsafe fn untiled8_avx2<C: Column>(
             let quads = (b - a) / 4 * 4;
             let mut k = a;
             while k < a + quads {
+                // The weight streams from memory: ask for it well ahead of the sums.
+                // (`wrapping_add`: an address past the end is only a hint, never read.)
+                _mm_prefetch::<_MM_HINT_T0>(m.values.as_ptr().wrapping_add(k + 128).cast());
+                _mm_prefetch::<_MM_HINT_T0>(columns.as_ptr().wrapping_add(k + 128).cast());
                 for (j, sum) in sums.iter_mut().enumerate() {
                     let x = _mm256_loadu_ps(p.add(columns[k + j].get() * 8));
                     *sum = _mm256_fmadd_ps(_mm256_set1_ps(m.values[k + j]), x, *sum);
