@@ -45,6 +45,11 @@ impl SparseLinear {
         &self.weight
     }
 
+    /// The bias, if the layer has one.
+    pub fn bias(&self) -> Option<&[f32]> {
+        self.bias.as_deref()
+    }
+
     /// The layer applied to `xs` (`[..., in]`, a float tensor on the CPU); the result has `xs`'s
     /// dtype. An error says what does not fit.
     pub fn try_forward(&self, xs: &Tensor) -> Result<Tensor> {
@@ -134,7 +139,11 @@ impl LayerChoice {
 
 /// Median seconds of `a` and of `b` over `calls` calls each, alternating (after one untimed
 /// call of each), so that whatever else loads the machine weighs on both alike.
-fn alternating_medians(calls: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64) {
+pub(super) fn alternating_medians(
+    calls: usize,
+    mut a: impl FnMut(),
+    mut b: impl FnMut(),
+) -> (f64, f64) {
     let time = |f: &mut dyn FnMut()| {
         let start = Instant::now();
         f();

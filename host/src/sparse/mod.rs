@@ -10,7 +10,8 @@
 //! a CSR layer is slower than the dense one. [`measure`] times both forms on the machine it
 //! runs on and picks the faster; [`sparsify`] does that for every pruned linear layer of a
 //! [`Module`](crate::Module), and [`Linear::from_varstore`] for a layer of a tch model, and each
-//! reports what it chose ([`LayerChoice`]).
+//! reports what it chose ([`LayerChoice`]). Convolutions run as their unfolded patches times the
+//! same kernel ([`SparseConv2d`], [`Conv2d::from_varstore`]), which pays only at high sparsity.
 //!
 //! ```
 //! use tch::{nn, Device, Kind, Tensor};
@@ -26,10 +27,12 @@
 //! # Ok::<(), tchprune::PruneError>(())
 //! ```
 
+mod conv;
 mod csr;
 mod linear;
 mod semi_structured;
 
+pub use conv::{Conv2d, SparseConv2d};
 pub use csr::CsrMatrix;
 pub use linear::{measure, sparsify, LayerChoice, Linear, SparseLinear, SpeedOptions};
 pub use semi_structured::SemiStructuredLinear;
