@@ -2,20 +2,12 @@
 //! sparse is not faster: a layer at 50% sparsity stays dense. Alone in its test binary, so that
 //! no other test loads the machine while it times.
 
-use tch::{nn, Device};
-use tchprune::sparse::{self, SpeedOptions};
-use tchprune::{layers, prune, Module};
+mod common;
 
-fn mlp(vs: &nn::VarStore, width: i64) -> Module {
-    let root = vs.root();
-    layers::sequential([
-        layers::linear(&(&root / "fc1"), width, width, Default::default()),
-        layers::relu(),
-        layers::linear(&(&root / "fc2"), width, width, Default::default()),
-        layers::relu(),
-        layers::linear(&(&root / "fc3"), width, 10, Default::default()),
-    ])
-}
+use common::mlp;
+use tch::{nn, Device};
+use tchprune::prune;
+use tchprune::sparse::{self, SpeedOptions};
 
 #[test]
 fn a_layer_that_is_not_faster_sparse_stays_dense() {

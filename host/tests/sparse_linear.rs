@@ -2,10 +2,13 @@
 //! empty rows, wide inputs), the measured choice on both front ends (its break-even:
 //! `sparse_break_even.rs`), and the 2:4 GPU layer where a GPU is present.
 
+mod common;
+
+use common::mlp;
 use tch::nn::Module as _;
 use tch::{nn, Device, Kind, Tensor};
+use tchprune::prune;
 use tchprune::sparse::{self, SemiStructuredLinear, SparseLinear, SpeedOptions};
-use tchprune::{layers, prune, Module};
 
 /// A `[rows, cols]` weight with about `density` of its entries non-zero.
 fn sparse_weight(rows: i64, cols: i64, density: f64) -> Tensor {
@@ -96,17 +99,6 @@ fn what_does_not_fit_is_an_error() {
     assert!(err.to_string().contains("2-d float weight"), "{err}");
     let bias = Tensor::zeros([5], (Kind::Float, Device::Cpu));
     assert!(SparseLinear::new(&sparse_weight(4, 6, 0.5), Some(&bias)).is_err());
-}
-
-fn mlp(vs: &nn::VarStore, width: i64) -> Module {
-    let root = vs.root();
-    layers::sequential([
-        layers::linear(&(&root / "fc1"), width, width, Default::default()),
-        layers::relu(),
-        layers::linear(&(&root / "fc2"), width, width, Default::default()),
-        layers::relu(),
-        layers::linear(&(&root / "fc3"), width, 10, Default::default()),
-    ])
 }
 
 #[test]

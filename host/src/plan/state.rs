@@ -25,6 +25,9 @@ pub struct PrunedState {
     module: Module,
     history: BTreeMap<String, Vec<Value>>,
     metadata: BTreeMap<String, String>,
+    /// The last built-in model traced: the name asked for, the shapes it was traced for, and
+    /// its groups (a plan's `prune_groups` and `shrink` steps trace once between them).
+    traced: Option<(String, BTreeMap<String, Vec<i64>>, DependencyGraph)>,
 }
 
 /// What a prepared step does to each of its keys.
@@ -72,6 +75,7 @@ impl PrunedState {
             module: module_from_state_dict(checkpoint.tensors)?,
             history,
             metadata,
+            traced: None,
         })
     }
 
@@ -202,7 +206,7 @@ impl PrunedState {
     /// A step's groups: the declared ones or the built-in model's, those with a writer among
     /// the step's keys.
     fn step_graph(
-        &self,
+        &mut self,
         graph: &Option<DependencyGraph>,
         model: &Option<String>,
         keys: &[String],
@@ -212,7 +216,19 @@ impl PrunedState {
             None => {
                 let tensors = checkpoint::state_dict_with(&self.module, MaskDtype::Bool);
                 let model = model.as_deref().unwrap_or("auto");
-                shrink::trace_builtin(model, &shrink::shapes(&tensors))?
+                let shapes = shrink::shapes(&tensors);
+                match &self.traced {
+                    Some((name, traced_shapes, graph))
+                        if name == model && *traced_shapes == shapes =>
+                    {
+                        graph.clone()
+                    }
+                    _ => {
+                        let graph = shrink::trace_builtin(model, &shapes)?;
+                        self.traced = Some((model.to_owned(), shapes, graph.clone()));
+                        graph
+                    }
+                }
             }
         };
         let selected: std::collections::HashSet<&str> = keys.iter().map(String::as_str).collect();

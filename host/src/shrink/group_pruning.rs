@@ -34,10 +34,11 @@ pub fn prune_groups(
             method.pruning_type()
         )));
     }
+    let prunable: HashSet<String> = target.tensor_paths().into_iter().collect();
     let mut planned = Vec::new();
     let mut kept = Vec::new();
     for group in graph.groups.iter().filter(|g| g.fixed.is_none()) {
-        let (masks, count) = plan_group(target, group, method)?;
+        let (masks, count) = plan_group(target, &prunable, group, method)?;
         planned.extend(masks);
         kept.push(count);
     }
@@ -45,9 +46,11 @@ pub fn prune_groups(
     Ok(kept)
 }
 
-/// The masks that prune `group`'s channels, and how many channels it keeps.
+/// The masks that prune `group`'s channels, and how many channels it keeps; `prunable` holds the
+/// store's tensor paths.
 fn plan_group(
     store: &impl MaskStore,
+    prunable: &HashSet<String>,
     group: &Group,
     method: &dyn PruningMethod,
 ) -> Result<(Vec<PlannedMask>, i64)> {
@@ -55,7 +58,6 @@ fn plan_group(
         let invalid = |reason: String| {
             PruneError::InvalidGroups(format!("group of '{}': {reason}", group.writers[0]))
         };
-        let prunable: HashSet<String> = store.tensor_paths().into_iter().collect();
         let mut rows = Vec::new();
         let mut row_masks = Vec::new();
         let mut channels = None;

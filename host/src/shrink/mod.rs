@@ -154,11 +154,12 @@ pub fn shrink(tensors: &[(String, Tensor)], graph: &DependencyGraph) -> Result<S
                     .f_any_dim(1, false)?;
                 alive = alive.f_logical_or(&rows.f_to_device(tch::Device::Cpu)?)?;
             }
-            let mut kept: Vec<i64> = Vec::try_from(alive.f_nonzero()?.f_view(-1)?)?;
-            if kept.is_empty() {
-                kept.push(0);
+            let mut alive: Vec<bool> = Vec::try_from(alive)?;
+            if !alive.contains(&true) {
+                alive[0] = true;
             }
-            let removed: Vec<i64> = (0..channels).filter(|c| !kept.contains(c)).collect();
+            let (kept, removed): (Vec<i64>, Vec<i64>) =
+                (0..channels).partition(|&c| alive[c as usize]);
             live_removed.extend(live_entries(group, &removed, &effective)?);
             for key in group.writers.iter().chain(&group.channelwise) {
                 widths.insert(split_tensor_path(key).0.to_owned(), kept.len() as i64);

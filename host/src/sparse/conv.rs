@@ -1,9 +1,8 @@
 //! Sparse 2-d convolutions: the input unfolded (im2col) and multiplied by the CSR kernel.
 
 use super::csr::CsrMatrix;
-use super::linear::{alternating_medians, LayerChoice, SpeedOptions};
+use super::linear::{alternating_medians, varstore_layer, LayerChoice, SpeedOptions};
 use crate::error::{PruneError, Result};
-use crate::module::join;
 use tch::{nn, Device, Kind, Tensor};
 
 /// A 2-d convolution (`groups` 1, zero padding) whose weight `[out, in, kh, kw]` is stored as
@@ -144,16 +143,7 @@ impl Conv2d {
         input_shape: [i64; 4],
         options: &SpeedOptions,
     ) -> Result<(Self, LayerChoice)> {
-        let variables = vs.variables();
-        let key = join(prefix, "weight");
-        let weight = variables
-            .get(&key)
-            .ok_or_else(|| PruneError::UnknownParameter {
-                path: key.clone(),
-                hint: " in the VarStore".to_owned(),
-            })?
-            .detach();
-        let bias = variables.get(&join(prefix, "bias")).map(Tensor::detach);
+        let (key, weight, bias) = varstore_layer(vs, prefix)?;
         let sparse = SparseConv2d::new(&weight, bias.as_ref(), &config).map_err(|e| e.at(&key))?;
         let dense_weight = weight.f_to_kind(Kind::Float)?.f_contiguous()?;
         let dense_bias = bias.as_ref().map(|b| b.to_kind(Kind::Float));
@@ -176,15 +166,13 @@ impl Conv2d {
                 let _ = sparse.try_forward(&xs);
             },
         );
-        let total = weight.numel().max(1) as f64;
-        let choice = LayerChoice {
-            weight: key,
-            shape: [weight.size()[0], sparse.weight().cols() as i64],
-            sparsity: 1.0 - sparse.weight().nonzeros() as f64 / total,
+        let choice = LayerChoice::of(
+            &key,
+            sparse.weight(),
             dense_seconds,
             sparse_seconds,
-            sparse: dense_seconds >= options.min_speedup * sparse_seconds,
-        };
+            options,
+        );
         let layer = if choice.sparse {
             Conv2d::Sparse(Box::new(sparse))
         } else {

@@ -131,6 +131,26 @@ pub struct LayerChoice {
 }
 
 impl LayerChoice {
+    /// The measurement of the layer `key` whose sparse weight is `weight`, and the choice
+    /// `options` make of it.
+    pub(super) fn of(
+        key: &str,
+        weight: &CsrMatrix,
+        dense_seconds: f64,
+        sparse_seconds: f64,
+        options: &SpeedOptions,
+    ) -> Self {
+        let entries = (weight.rows() * weight.cols()).max(1) as f64;
+        Self {
+            weight: key.to_owned(),
+            shape: [weight.rows() as i64, weight.cols() as i64],
+            sparsity: 1.0 - weight.nonzeros() as f64 / entries,
+            dense_seconds,
+            sparse_seconds,
+            sparse: dense_seconds >= options.min_speedup * sparse_seconds,
+        }
+    }
+
     /// Dense time over sparse time.
     pub fn speedup(&self) -> f64 {
         self.dense_seconds / self.sparse_seconds
@@ -187,15 +207,7 @@ pub fn measure(
             let _ = sparse.try_forward(&xs);
         },
     );
-    let total = weight.numel().max(1) as f64;
-    let choice = LayerChoice {
-        weight: key.to_owned(),
-        shape: [size[0], size[1]],
-        sparsity: 1.0 - sparse.weight().nonzeros() as f64 / total,
-        dense_seconds,
-        sparse_seconds,
-        sparse: dense_seconds >= options.min_speedup * sparse_seconds,
-    };
+    let choice = LayerChoice::of(key, sparse.weight(), dense_seconds, sparse_seconds, options);
     Ok((choice.sparse.then_some(sparse), choice))
 }
 
@@ -268,16 +280,7 @@ impl Linear {
         prefix: &str,
         options: &SpeedOptions,
     ) -> Result<(Self, LayerChoice)> {
-        let variables = vs.variables();
-        let key = join(prefix, "weight");
-        let weight = variables
-            .get(&key)
-            .ok_or_else(|| PruneError::UnknownParameter {
-                path: key.clone(),
-                hint: " in the VarStore".to_owned(),
-            })?
-            .detach();
-        let bias = variables.get(&join(prefix, "bias")).map(Tensor::detach);
+        let (key, weight, bias) = varstore_layer(vs, prefix)?;
         let (sparse, choice) = measure(&key, &weight, bias.as_ref(), options)?;
         let layer = match sparse {
             Some(sparse) => Linear::Sparse(Box::new(sparse)),
@@ -285,6 +288,24 @@ impl Linear {
         };
         Ok((layer, choice))
     }
+}
+
+/// The key of the layer `prefix`'s weight in `vs`, the weight and the bias (if any), detached.
+pub(super) fn varstore_layer(
+    vs: &nn::VarStore,
+    prefix: &str,
+) -> Result<(String, Tensor, Option<Tensor>)> {
+    let variables = vs.variables();
+    let key = join(prefix, "weight");
+    let weight = variables
+        .get(&key)
+        .ok_or_else(|| PruneError::UnknownParameter {
+            path: key.clone(),
+            hint: " in the VarStore".to_owned(),
+        })?
+        .detach();
+    let bias = variables.get(&join(prefix, "bias")).map(Tensor::detach);
+    Ok((key, weight, bias))
 }
 
 impl nn::Module for Linear {

@@ -124,3 +124,17 @@ pub fn masked_resnet18(seed: i64) -> MaskedResNet18 {
         graph,
     }
 }
+
+/// An MLP of `width` features, two hidden layers and 10 outputs (`0`, `2`, `4` in the
+/// sequence), for the sparse-inference tests.
+pub fn mlp(vs: &nn::VarStore, width: i64) -> Module {
+    use tchprune::layers;
+    let root = vs.root();
+    layers::sequential([
+        layers::linear(&(&root / "fc1"), width, width, Default::default()),
+        layers::relu(),
+        layers::linear(&(&root / "fc2"), width, width, Default::default()),
+        layers::relu(),
+        layers::linear(&(&root / "fc3"), width, 10, Default::default()),
+    ])
+}
