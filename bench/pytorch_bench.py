@@ -302,6 +302,27 @@ def sparse_speed(shape, sparsity, batch, calls):
     return {"dense_seconds": dense, "sparse_seconds": sparse}
 
 
+def sparse_conv_speed(channels, size, calls):
+    """A 3x3 convolution at 95%: the dense `conv2d` against the unfolded input times the CSR
+    weight (PyTorch has no sparse convolution of its own)."""
+    torch.manual_seed(0)
+    weight = sparse_weight((channels, channels, 3, 3), 0.95)
+    csr = weight.reshape(channels, -1).to_sparse_csr()
+    x = torch.randn(1, channels, size, size)
+
+    def dense_step():
+        with torch.no_grad():
+            F.conv2d(x, weight, padding=1)
+
+    def sparse_step():
+        with torch.no_grad():
+            patches = F.unfold(x, 3, padding=1)[0]
+            torch.mm(csr, patches).reshape(1, channels, size, size)
+
+    dense, sparse = interleaved(dense_step, sparse_step, calls)
+    return {"dense_seconds": dense, "sparse_seconds": sparse}
+
+
 def sparse_mlp(batch, calls):
     """The 3x2048 MLP at 95% in every layer, eval forward: dense against every layer's weight
     as a CSR matrix."""
@@ -430,6 +451,10 @@ def workloads(runs):
         "semi_structured_4096_b4096": lambda: semi_structured(4096, 4096, runs * 4),
         "semi_structured_8192_b8192": lambda: semi_structured(8192, 8192, runs * 4),
         "semi_structured_16384_b4096": lambda: semi_structured(16384, 4096, runs * 4),
+        "sparse_conv_95_64x56": lambda: sparse_conv_speed(64, 56, runs * 4),
+        "sparse_conv_95_128x28": lambda: sparse_conv_speed(128, 28, runs * 4),
+        "sparse_conv_95_256x14": lambda: sparse_conv_speed(256, 14, runs * 4),
+        "sparse_conv_95_512x7": lambda: sparse_conv_speed(512, 7, runs * 4),
         "sparse_mlp_95": lambda: sparse_mlp(1, runs * 4),
         "sparse_mlp_95_b8": lambda: sparse_mlp(8, runs * 4),
     }

@@ -11,7 +11,7 @@ case "${1:-}" in
 prepare)
   ./scripts/bootstrap.sh
   cargo build --release -p tchprune-bench
-  mapfile -t tests < <(cargo test --release -p tchprune --test dtypes_devices --test sparse_linear \
+  mapfile -t tests < <(cargo test --release -p tchprune --test dtypes_devices --test sparse_linear --test sparse_two_of_four \
       --no-run --message-format=json 2>/dev/null \
     | python3 -c 'import sys, json
 for line in sys.stdin:

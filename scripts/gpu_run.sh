@@ -13,7 +13,7 @@ export LD_LIBRARY_PATH="$TL:$(ls -d "$SP"/nvidia/*/lib "$SP"/nvidia/cu13/lib 2>/
 export TCHPRUNE_PYTHON="$PY" TCHPRUNE_BENCH_SCRIPT="$PWD/.gpu/pytorch_bench.py"
 {
   nvidia-smi --query-gpu=name,memory.total --format=csv || true
-  for t in dtypes_devices sparse_linear; do
+  for t in dtypes_devices sparse_linear sparse_two_of_four; do
     echo "== $t"
     timeout 240 ".gpu/$t" --nocapture 2>&1 | tail -20
   done

@@ -6,7 +6,7 @@ mod common;
 use serde_json::json;
 use std::sync::Arc;
 use tch::{Device, Kind, Tensor};
-use tchprune::{prune, Module, PruneError, PruningMethod, Registry};
+use tchprune::{prune, sparse, Module, PruneError, PruningMethod, Registry};
 
 fn nm(args: serde_json::Value) -> Arc<dyn PruningMethod> {
     let mut registry = Registry::empty();
@@ -142,4 +142,33 @@ fn a_plugin_prunes_tch_variables_as_it_prunes_a_module() {
         let variable = &copy.variables()[target];
         assert!(variable.equal(&common::tensor(&model, target)), "{target}");
     }
+}
+
+#[test]
+fn its_two_of_four_is_what_the_sparse_tensor_cores_take() {
+    tch::manual_seed(4);
+    let vs = tch::nn::VarStore::new(Device::Cpu);
+    let mut layer = tchprune::layers::linear(&vs.root(), 64, 32, Default::default());
+    prune::apply(&mut layer, "weight", nm(json!({"n": 3, "m": 4})), None).unwrap();
+    assert!(
+        !sparse::is_two_of_four(&layer.get("weight")).unwrap(),
+        "3:4"
+    );
+    prune::apply(&mut layer, "weight", nm(json!({})), None).unwrap();
+    assert!(sparse::is_two_of_four(&layer.get("weight")).unwrap());
+    if !sparse::SemiStructuredLinear::is_available() {
+        eprintln!("skipped the cuSPARSELt half: no CUDA device");
+        return;
+    }
+    let mut vs = tch::nn::VarStore::new(Device::Cuda(0));
+    let mut layer = tchprune::layers::linear(&vs.root(), 64, 32, Default::default());
+    vs.half();
+    prune::apply(&mut layer, "weight", nm(json!({})), None).unwrap();
+    let always = sparse::SpeedOptions {
+        min_speedup: 0.0,
+        ..Default::default()
+    };
+    let choices = sparse::sparsify(&mut layer, &always).unwrap();
+    assert_eq!(choices[0].format, sparse::SparseFormat::SemiStructured);
+    assert!(choices[0].sparse);
 }

@@ -455,6 +455,13 @@ pub fn run(id: &str, runs: usize) -> Result<Value> {
             let batch: i64 = parts.next().unwrap_or("").parse()?;
             sparse_speed(&[4096, 4096], percent / 100.0, batch, runs * 4)
         }
+        id if id.starts_with("sparse_conv_95_") => {
+            // sparse_conv_95_{channels}x{size}
+            let mut parts = id["sparse_conv_95_".len()..].split('x');
+            let channels: i64 = parts.next().unwrap_or("").parse()?;
+            let size: i64 = parts.next().unwrap_or("").parse()?;
+            sparse_conv_speed(channels, size, runs * 4)
+        }
         "l1_unstructured_4096_cuda" => on_cuda(slow, |m| {
             prune::l1_unstructured(m, "weight", 0.5, None).expect("prunes")
         }),
@@ -580,6 +587,29 @@ fn sparse_speed(shape: &[i64], sparsity: f64, batch: i64, calls: usize) -> Value
         calls,
         || {
             let _ = tch::no_grad(|| x.linear::<Tensor>(&weight, None));
+        },
+        || {
+            let _ = layer.try_forward(&x).expect("runs");
+        },
+    );
+    json!({"dense_seconds": dense, "sparse_seconds": sparse})
+}
+
+/// A 3x3 convolution (`channels` to `channels`, padding 1) at 95% on one `size`x`size` input:
+/// libtorch's `conv2d` against tchprune's sparse convolution, alternating.
+fn sparse_conv_speed(channels: i64, size: i64, calls: usize) -> Value {
+    tch::manual_seed(0);
+    let weight = sparse_weight(&[channels, channels, 3, 3], 0.95);
+    let config = nn::ConvConfig {
+        padding: 1,
+        ..Default::default()
+    };
+    let layer = tchprune::sparse::SparseConv2d::new(&weight, None, &config).expect("sparse");
+    let x = Tensor::randn([1, channels, size, size], (Kind::Float, Device::Cpu));
+    let (dense, sparse) = interleaved(
+        calls,
+        || {
+            let _ = tch::no_grad(|| x.conv2d::<Tensor>(&weight, None, [1, 1], [1, 1], [1, 1], 1));
         },
         || {
             let _ = layer.try_forward(&x).expect("runs");

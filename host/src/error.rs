@@ -316,3 +316,13 @@ fn in_module(module: &Option<String>) -> String {
 
 /// The library's result type.
 pub type Result<T, E = PruneError> = std::result::Result<T, E>;
+
+/// The first line of a caught panic's message (`panic!` with a `String` or a `&str`).
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    (panic.downcast_ref::<String>().map(String::as_str))
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic")
+        .lines()
+        .next()
+        .unwrap_or_default()
+}

@@ -13,7 +13,7 @@ use crate::ordered::Ordered;
 use crate::product_cache::ProductCache;
 use std::fmt;
 use std::sync::Arc;
-use tch::Tensor;
+use tch::{nn, Tensor};
 
 /// A module's forward function: `(module, input, train) -> output`. It reads its tensors with
 /// [`Module::get`], which yields `orig * mask` for pruned ones.
@@ -42,6 +42,7 @@ pub struct Module {
     /// Pruning hooks by tensor name, in PyTorch's `_forward_pre_hooks` order.
     hooks: Ordered<PruningContainer>,
     forward: Option<ForwardFn>,
+    conv_config: Option<nn::ConvConfig>,
     products: ProductCache,
 }
 
@@ -55,6 +56,7 @@ impl Module {
             children: Ordered::default(),
             hooks: Ordered::default(),
             forward: None,
+            conv_config: None,
             products: ProductCache::default(),
         }
     }
@@ -96,6 +98,30 @@ impl Module {
     ) -> Self {
         self.forward = Some(Arc::new(forward));
         self
+    }
+
+    /// Declares this module a convolution computed with `config` (stride, padding, dilation,
+    /// groups, padding mode), as [`layers::conv2d`](crate::layers::conv2d) does: what lets
+    /// [`sparse::sparsify_with_input`](crate::sparse::sparsify_with_input) compute it in
+    /// another form.
+    pub fn with_conv_config(mut self, config: nn::ConvConfig) -> Self {
+        self.conv_config = Some(config);
+        self
+    }
+
+    /// The convolution settings declared with [`Module::with_conv_config`].
+    pub fn conv_config(&self) -> Option<&nn::ConvConfig> {
+        self.conv_config.as_ref()
+    }
+
+    /// The forward function, if the module has one.
+    pub fn forward_fn(&self) -> Option<ForwardFn> {
+        self.forward.clone()
+    }
+
+    /// Puts `forward` in place of the forward function; returns the one it replaced.
+    pub(crate) fn replace_forward_fn(&mut self, forward: Option<ForwardFn>) -> Option<ForwardFn> {
+        std::mem::replace(&mut self.forward, forward)
     }
 
     /// Replaces the forward function (what [`sparse::sparsify`](crate::sparse::sparsify) does to
@@ -234,6 +260,24 @@ impl Module {
             .or_else(|| self.buffer(name))
             .map(Tensor::shallow_clone)
             .ok_or_else(|| crate::reparam::unknown_parameter(name, "", self))
+    }
+
+    /// The tensor `name` as [`Module::try_get`] gives it, or `None` when the module has no
+    /// tensor of that name: for optional tensors (a bias), pruned or not.
+    pub fn try_get_optional(&self, name: &str) -> Result<Option<Tensor>> {
+        let present = self.pruning_hook(name).is_some()
+            || self.parameters.contains(name)
+            || self.buffers.contains(name);
+        present.then(|| self.try_get(name)).transpose()
+    }
+
+    /// [`Module::try_get_optional`] for forward functions.
+    ///
+    /// # Panics
+    /// If the tensor is pruned and its `_orig` or `_mask` is gone (a bug in the caller).
+    pub fn get_optional(&self, name: &str) -> Option<Tensor> {
+        self.try_get_optional(name)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// [`Module::try_get`] for forward functions.

@@ -158,3 +158,56 @@ fn errors_name_the_dotted_path() {
     let err = prune::identity(&mut model, "conv9.weight").unwrap_err();
     assert!(err.to_string().contains("conv9"), "{err}");
 }
+
+#[test]
+fn a_pruned_bias_reaches_the_forward_pass() {
+    tch::manual_seed(9);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let mut linear = layers::linear(&(vs.root() / "fc"), 6, 4, torch_linear_config(6));
+    let mut conv = layers::conv2d(&(vs.root() / "conv"), 2, 3, 3, torch_conv_config(18));
+    prune::l1_unstructured(&mut linear, "bias", 2, None).unwrap();
+    prune::l1_unstructured(&mut conv, "bias", 1, None).unwrap();
+    let x = Tensor::randn([5, 6], (Kind::Float, Device::Cpu));
+    let expected = x.linear(&linear.get("weight"), Some(&linear.get("bias")));
+    assert!(linear.forward(&x).allclose(&expected, 1e-6, 1e-6, false));
+    let bias = linear.get("bias");
+    assert_eq!(bias.eq(0).sum(Kind::Int64).int64_value(&[]), 2);
+    assert!(
+        bias.ne(0).any().int64_value(&[]) != 0,
+        "the kept biases count"
+    );
+    let x = Tensor::randn([1, 2, 5, 5], (Kind::Float, Device::Cpu));
+    let expected = x.conv2d(
+        &conv.get("weight"),
+        Some(&conv.get("bias")),
+        [1, 1],
+        [0, 0],
+        [1, 1],
+        1,
+    );
+    assert!(conv.forward(&x).allclose(&expected, 1e-6, 1e-6, false));
+    let mut norm = layers::batch_norm2d(&(vs.root() / "bn"), 3, torch_batch_norm_config());
+    prune::l1_unstructured(&mut norm, "weight", 1, None).unwrap();
+    prune::l1_unstructured(&mut norm, "bias", 1, None).unwrap();
+    let x = Tensor::randn([2, 3, 4, 4], (Kind::Float, Device::Cpu));
+    let expected = x.batch_norm(
+        Some(&norm.get("weight")),
+        Some(&norm.get("bias")),
+        Some(norm.buffer("running_mean").unwrap()),
+        Some(norm.buffer("running_var").unwrap()),
+        false,
+        0.1,
+        1e-5,
+        false,
+    );
+    assert!(norm
+        .forward_t(&x, false)
+        .allclose(&expected, 1e-6, 1e-6, false));
+    let pruned = norm
+        .get("weight")
+        .abs()
+        .argmin(None, false)
+        .int64_value(&[]);
+    let silent = norm.forward_t(&x, false).select(1, pruned);
+    assert!(silent.abs().max().double_value(&[]) < 1e-6, "{silent}");
+}

@@ -1,9 +1,9 @@
 //! Sparse 2-d convolutions (unfolded patches times the CSR kernel) against libtorch's
-//! `conv2d`, the measured choice for a tch model's convolution, and refusals.
+//! `conv2d`, the measured choice for a tch model's convolution and a `Module`'s, and refusals.
 
 use tch::nn::Module as _;
 use tch::{nn, Device, Kind, Tensor};
-use tchprune::sparse::{Conv2d, SparseConv2d, SpeedOptions};
+use tchprune::sparse::{self, Conv2d, SparseConv2d, SpeedOptions};
 use tchprune::{prune, VarStorePruner};
 
 fn config(stride: i64, padding: i64, dilation: i64) -> nn::ConvConfig {
@@ -24,6 +24,17 @@ fn the_unfolded_product_matches_conv2d() {
         (5, 4, 1, 1, 0, 1, 1, 7),
         (6, 2, 3, 1, 2, 2, 2, 10),
         (4, 3, 5, 3, 0, 1, 40, 11),
+        // Output rows of 14 or more: computed directly, without unfolding.
+        (8, 3, 3, 1, 1, 1, 2, 20),
+        (6, 4, 3, 2, 1, 1, 3, 33),
+        (4, 2, 3, 1, 3, 2, 1, 16),
+        (5, 3, 5, 2, 0, 1, 2, 40),
+        (3, 2, 1, 1, 0, 1, 1, 14),
+        (4, 2, 3, 1, 4, 1, 1, 15),
+        (7, 5, 3, 3, 2, 2, 2, 50),
+        (5, 4, 3, 1, 2, 2, 2, 17),
+        (6, 3, 5, 1, 2, 1, 1, 16),
+        (4, 2, 7, 1, 3, 1, 2, 14),
     ] {
         let keep = Tensor::rand([out, inp, k, k], (Kind::Float, Device::Cpu)).lt(0.3);
         let weight = Tensor::randn([out, inp, k, k], (Kind::Float, Device::Cpu)) * keep;
@@ -115,4 +126,103 @@ fn what_it_cannot_run_is_refused() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("nothing.weight"), "{err}");
+}
+
+/// conv (16 -> 32, 3x3, padding 1), ReLU, max-pool 2, grouped conv (32 -> 32, groups 2), ReLU,
+/// flatten, linear: the Module path's model for `sparsify_with_input`.
+fn conv_net(vs: &nn::VarStore) -> tchprune::Module {
+    use tchprune::layers;
+    let root = vs.root();
+    let grouped = nn::ConvConfig {
+        groups: 2,
+        padding: 1,
+        ..Default::default()
+    };
+    layers::sequential([
+        layers::conv2d(&(&root / "conv"), 16, 32, 3, config(1, 1, 1)),
+        layers::relu(),
+        layers::max_pool2d(2, 2),
+        layers::conv2d(&(&root / "grouped"), 32, 32, 3, grouped),
+        layers::relu(),
+        layers::flatten(1, -1),
+        layers::linear(&(&root / "fc"), 32 * 6 * 6, 10, Default::default()),
+    ])
+}
+
+fn options(min_speedup: f64) -> SpeedOptions {
+    SpeedOptions {
+        min_speedup,
+        calls: 1,
+        batch: 2,
+    }
+}
+
+#[test]
+fn a_module_convolution_measured_at_the_size_it_sees() {
+    tch::manual_seed(3);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let mut model = conv_net(&vs);
+    for key in ["0.weight", "3.weight", "6.weight"] {
+        prune::l1_unstructured(&mut model, key, 0.9, None).unwrap();
+    }
+    prune::l1_unstructured(&mut model, "0.bias", 0.5, None).unwrap();
+    let xs = Tensor::randn([3, 16, 12, 12], (Kind::Float, Device::Cpu));
+    let before = tch::no_grad(|| model.forward_t(&xs, false));
+
+    // Without an example only the linear layer is a candidate.
+    let mut linear_only = conv_net(&nn::VarStore::new(Device::Cpu));
+    prune::l1_unstructured(&mut linear_only, "0.weight", 0.9, None).unwrap();
+    let choices = sparse::sparsify(&mut linear_only, &options(f64::INFINITY)).unwrap();
+    assert!(choices.is_empty(), "{choices:?}");
+
+    let choices = sparse::sparsify_with_input(&mut model, &xs, &options(0.0)).unwrap();
+    let chosen: Vec<(&str, [i64; 2], bool)> = (choices.iter())
+        .map(|c| (c.weight.as_str(), c.shape, c.sparse))
+        .collect();
+    // The grouped convolution has no sparse form: it is not a candidate.
+    assert_eq!(
+        chosen,
+        [
+            ("0.weight", [32, 144], true),
+            ("6.weight", [10, 1152], true)
+        ]
+    );
+    assert!((choices[0].sparsity - 0.9).abs() < 1e-3, "{:?}", choices[0]);
+    let after = tch::no_grad(|| model.forward_t(&xs, false));
+    let scale = before.abs().max().double_value(&[]).max(1.0);
+    assert!((&after - &before).abs().max().double_value(&[]) <= 1e-5 * scale);
+    // Other input sizes and batches still work (the convolution takes any size).
+    let other = Tensor::randn([1, 16, 12, 12], (Kind::Float, Device::Cpu));
+    assert_eq!(
+        tch::no_grad(|| model.forward_t(&other, false)).size(),
+        [1, 10]
+    );
+    // Training runs the original forward, with gradients to the pruned weight.
+    let loss = model.forward_t(&xs, true).square().sum(Kind::Float);
+    loss.backward();
+    let orig = model
+        .submodule("0")
+        .unwrap()
+        .parameter("weight_orig")
+        .unwrap();
+    assert!(orig.grad().defined());
+}
+
+#[test]
+fn an_example_the_model_does_not_take_is_an_error_that_changes_nothing() {
+    tch::manual_seed(4);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let mut model = conv_net(&vs);
+    prune::l1_unstructured(&mut model, "0.weight", 0.9, None).unwrap();
+    let xs = Tensor::randn([2, 16, 12, 12], (Kind::Float, Device::Cpu));
+    let before = tch::no_grad(|| model.forward_t(&xs, false));
+    let wrong = Tensor::randn([2, 3, 12, 12], (Kind::Float, Device::Cpu));
+    let err = sparse::sparsify_with_input(&mut model, &wrong, &options(0.0)).unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("example input"), "{message}");
+    assert!(message.contains("[2, 3, 12, 12]"), "{message}");
+    // The recording forward functions are gone again: the model runs as before.
+    assert!(tch::no_grad(|| model.forward_t(&xs, false)).equal(&before));
+    let choices = sparse::sparsify_with_input(&mut model, &xs, &options(0.0)).unwrap();
+    assert_eq!(choices.len(), 1);
 }

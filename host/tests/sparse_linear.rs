@@ -1,6 +1,6 @@
 //! Sparse linear layers: the CPU kernel against the dense `linear` (shapes, batches, dtypes,
 //! empty rows, wide inputs), the measured choice on both front ends (its break-even:
-//! `sparse_break_even.rs`), and the 2:4 GPU layer where a GPU is present.
+//! `sparse_break_even.rs`); the 2:4 GPU layer is `sparse_two_of_four.rs`.
 
 mod common;
 
@@ -8,7 +8,7 @@ use common::mlp;
 use tch::nn::Module as _;
 use tch::{nn, Device, Kind, Tensor};
 use tchprune::prune;
-use tchprune::sparse::{self, SemiStructuredLinear, SparseLinear, SpeedOptions};
+use tchprune::sparse::{self, SparseLinear, SpeedOptions};
 
 /// A `[rows, cols]` weight with about `density` of its entries non-zero.
 fn sparse_weight(rows: i64, cols: i64, density: f64) -> Tensor {
@@ -173,42 +173,4 @@ fn a_varstore_layer_in_its_faster_form() {
     assert!(matches!(layer, sparse::Linear::Dense { .. }));
     let err = sparse::Linear::from_varstore(&vs, "fc9", &never).unwrap_err();
     assert!(err.to_string().contains("fc9.weight"), "{err}");
-}
-
-#[test]
-fn two_of_four_on_the_gpu() {
-    if !SemiStructuredLinear::is_available() {
-        eprintln!("skipped: no CUDA device (the 2:4 cuSPARSELt path needs one)");
-        return;
-    }
-    tch::manual_seed(6);
-    let device = Device::Cuda(0);
-    let dense = Tensor::randn([256, 512], (Kind::Half, device));
-    // Keep the 2 largest of every 4 along the input features.
-    let groups = dense.reshape([256, 128, 4]);
-    let (_, order) = groups.abs().sort(-1, true);
-    let keep = Tensor::zeros([256, 128, 4], (Kind::Half, device)).scatter_value(
-        -1,
-        &order.narrow(-1, 0, 2),
-        1.0,
-    );
-    let weight = (groups * keep).reshape([256, 512]);
-    let bias = Tensor::randn([256], (Kind::Half, device));
-    let layer = SemiStructuredLinear::new(&weight, Some(&bias)).unwrap();
-    let xs = Tensor::randn([64, 512], (Kind::Half, device));
-    let expected = xs.linear(&weight, Some(&bias)).to_kind(Kind::Float);
-    let got = layer.forward(&xs).to_kind(Kind::Float);
-    let difference = (&got - &expected).abs().max().double_value(&[]);
-    assert!(difference < 0.1, "{difference}");
-    assert!(SemiStructuredLinear::new(&dense, None).is_err(), "not 2:4");
-}
-
-#[test]
-fn two_of_four_refuses_what_cusparselt_cannot_take() {
-    let weight = Tensor::zeros([8, 8], (Kind::Float, Device::Cpu));
-    let err = SemiStructuredLinear::new(&weight, None).unwrap_err();
-    assert!(err.to_string().contains("fp16 or bf16 on CUDA"), "{err}");
-    let err = SemiStructuredLinear::new(&Tensor::zeros([8, 6], (Kind::Half, Device::Cpu)), None)
-        .unwrap_err();
-    assert!(err.to_string().contains("multiple of 4"), "{err}");
 }

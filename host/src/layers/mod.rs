@@ -65,10 +65,7 @@ pub fn linear(path: &nn::Path, in_dim: i64, out_dim: i64, config: nn::LinearConf
         Some(bias) => module.with_parameter("bias", bias),
         None => module,
     };
-    module.with_forward(|m, xs, _| {
-        let bias = m.parameter("bias").map(|_| m.get("bias"));
-        xs.linear(&m.get("weight"), bias.as_ref())
-    })
+    module.with_forward(|m, xs, _| xs.linear(&m.get("weight"), m.get_optional("bias").as_ref()))
 }
 
 macro_rules! conv_layer {
@@ -118,10 +115,16 @@ fn conv_module(
         Some(bias) => module.with_parameter("bias", bias),
         None => module,
     };
-    module.with_forward(move |m, xs, _| {
-        let bias = m.parameter("bias").map(|_| m.get("bias"));
-        op(xs, &m.get("weight"), bias.as_ref(), &config)
-    })
+    module
+        .with_conv_config(config)
+        .with_forward(move |m, xs, _| {
+            op(
+                xs,
+                &m.get("weight"),
+                m.get_optional("bias").as_ref(),
+                &config,
+            )
+        })
 }
 
 /// The weights of [`lenet`], in order: what the tutorial prunes by layer type and globally.
@@ -240,7 +243,6 @@ fn batch_norm_module(
         .with_buffer("running_var", layer.running_var)
         .with_buffer("num_batches_tracked", tracked)
         .with_forward(move |m, xs, train| {
-            let affine = |name: &str| m.parameter(name).map(|_| m.get(name));
             let buffer = |name: &str| m.buffer(name).expect("batch norm's own buffers");
             if train {
                 let mut tracked = buffer("num_batches_tracked").shallow_clone();
@@ -248,8 +250,8 @@ fn batch_norm_module(
             }
             Tensor::batch_norm(
                 xs,
-                affine("weight").as_ref(),
-                affine("bias").as_ref(),
+                m.get_optional("weight").as_ref(),
+                m.get_optional("bias").as_ref(),
                 Some(buffer("running_mean")),
                 Some(buffer("running_var")),
                 train,

@@ -16,7 +16,7 @@
 //! with the reason; such models take declared groups.
 
 use super::groups::{DependencyGraph, Group, Reader};
-use crate::error::{PruneError, Result};
+use crate::error::{panic_message, PruneError, Result};
 use crate::module::{join, split_tensor_path};
 use std::collections::{BTreeMap, HashMap};
 use tch::{nn, Device, Kind, Tensor};
@@ -130,13 +130,10 @@ pub fn trace<M: nn::ModuleT>(
 fn forward(model: &impl nn::ModuleT, input: &Tensor) -> Result<Tensor> {
     let run = std::panic::AssertUnwindSafe(|| model.forward_t(input, false));
     std::panic::catch_unwind(run).map_err(|panic| {
-        let message = (panic.downcast_ref::<String>().map(String::as_str))
-            .or_else(|| panic.downcast_ref::<&str>().copied())
-            .unwrap_or("a panic");
-        let first_line = message.lines().next().unwrap_or_default();
         PruneError::InvalidGroups(format!(
-            "the model's forward pass failed on an input of shape {:?}: {first_line}",
-            input.size()
+            "the model's forward pass failed on an input of shape {:?}: {}",
+            input.size(),
+            panic_message(panic.as_ref())
         ))
     })
 }

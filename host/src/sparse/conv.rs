@@ -1,4 +1,5 @@
-//! Sparse 2-d convolutions: the input unfolded (im2col) and multiplied by the CSR kernel.
+//! Sparse 2-d convolutions: each non-zero weight adds its shifted input plane to its output
+//! plane (wide outputs), or the input unfolded (im2col) and multiplied by the CSR kernel.
 
 use super::csr::CsrMatrix;
 use super::linear::{alternating_medians, varstore_layer, LayerChoice, SpeedOptions};
@@ -6,10 +7,12 @@ use crate::error::{PruneError, Result};
 use tch::{nn, Device, Kind, Tensor};
 
 /// A 2-d convolution (`groups` 1, zero padding) whose weight `[out, in, kh, kw]` is stored as
-/// a [`CsrMatrix`] `[out, in * kh * kw]`: the input is unfolded into its patches (libtorch's
-/// `im2col`) and every patch multiplied by the sparse weight. Inference on the CPU; outputs
-/// equal `conv2d`'s within float rounding. Unfolding copies each input entry `kh * kw` times,
-/// so it pays only at high sparsity: [`Conv2d::from_varstore`] measures.
+/// a [`CsrMatrix`] `[out, in * kh * kw]`. Where the output rows are wide, each non-zero weight
+/// adds its multiple of the shifted input plane to its output plane directly; on small maps
+/// the input is unfolded into its patches (libtorch's `im2col`) and every patch multiplied by
+/// the sparse weight. Inference on the CPU; outputs equal `conv2d`'s within float rounding.
+/// Whether it beats libtorch's dense convolution depends on the sparsity and the shapes:
+/// [`Conv2d::from_varstore`] and [`sparsify_with_input`](super::sparsify_with_input) measure.
 #[derive(Clone, Debug)]
 pub struct SparseConv2d {
     weight: CsrMatrix,
@@ -19,6 +22,10 @@ pub struct SparseConv2d {
     padding: i64,
     dilation: i64,
 }
+
+/// Above this many output positions a sample's patches are multiplied as they come (one wide
+/// block), below it the positions of all samples are rows of one batch.
+const WIDE_POSITIONS: i64 = 64;
 
 fn invalid(reason: String) -> PruneError {
     PruneError::InvalidArgument {
@@ -84,28 +91,200 @@ impl SparseConv2d {
             (extent + 2 * self.padding - self.dilation * (k - 1) - 1) / self.stride + 1
         };
         let (oh, ow) = (out_size(h, self.kernel[0]), out_size(w, self.kernel[1]));
-        let rows = tch::no_grad(|| -> Result<Tensor> {
+        let out = self.weight.rows() as i64;
+        let positions = oh * ow;
+        let y = tch::no_grad(|| -> Result<Tensor> {
+            if self.stride == 1 && ow >= DIRECT_MIN_WIDTH && oh > 0 {
+                return self.direct(&xs.f_to_kind(Kind::Float)?.f_contiguous()?, [oh, ow]);
+            }
             let patches = xs.f_to_kind(Kind::Float)?.f_im2col(
                 self.kernel,
                 [self.dilation; 2],
                 [self.padding; 2],
                 [self.stride; 2],
             )?;
-            let positions = patches.size()[2];
-            Ok(patches
-                .f_transpose(1, 2)?
-                .f_reshape([batch * positions, patch])?
-                .f_contiguous()?)
+            let y = if positions > WIDE_POSITIONS {
+                // [patch, positions] per sample is the kernel's wide input as it is, and its
+                // [out, positions] product the convolution's output layout.
+                let patches = patches.f_contiguous()?;
+                let y = Tensor::f_empty([batch, out, positions], (Kind::Float, Device::Cpu))?;
+                for sample in 0..batch {
+                    self.weight.multiply_columns_into(
+                        &patches.f_select(0, sample)?,
+                        &y.f_select(0, sample)?,
+                    )?;
+                }
+                y
+            } else {
+                let rows = patches
+                    .f_transpose(1, 2)?
+                    .f_reshape([batch * positions, patch])?
+                    .f_contiguous()?;
+                self.weight
+                    .multiply(&rows)?
+                    .f_reshape([batch, positions, out])?
+                    .f_permute([0, 2, 1])?
+            };
+            Ok(match &self.bias {
+                Some(bias) => y.f_add(&Tensor::from_slice(bias).f_reshape([1, out, 1])?)?,
+                None => y,
+            })
         })?;
-        let mut y = self.weight.multiply(&rows)?;
-        if let Some(bias) = &self.bias {
-            y = y.f_add(&Tensor::from_slice(bias))?;
+        Ok(y.f_reshape([batch, out, oh, ow])?.f_to_kind(xs.kind())?)
+    }
+}
+
+thread_local! {
+    /// The zero-padded input of [`SparseConv2d::direct`], kept from call to call: a fresh
+    /// buffer of that size would come from the kernel page by page on every call.
+    static PADDED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl SparseConv2d {
+    /// The stride-1 convolution of the contiguous `f32` `xs` computed directly: each non-zero
+    /// weight `(o, c, ky, kx)` adds its multiple of input plane `c`, shifted by `(ky, kx)`, to
+    /// output plane `o`. The input is zero-padded (a row more at the bottom) and the outputs
+    /// computed as wide as the padded rows, so that every shifted plane is one contiguous run:
+    /// one long multiply-add per non-zero and no borders to mind; the extra columns are dropped
+    /// as the rows are copied out.
+    fn direct(&self, xs: &Tensor, [oh, ow]: [i64; 2]) -> Result<Tensor> {
+        let size = xs.size();
+        let (batch, channels, h, w) = (
+            size[0],
+            size[1] as usize,
+            size[2] as usize,
+            size[3] as usize,
+        );
+        let (p, d) = (self.padding as usize, self.dilation as usize);
+        let (hp, wp) = (h + 2 * p + 1, w + 2 * p);
+        let [kh, kw] = self.kernel.map(|k| k as usize);
+        // Where each column's shifted plane starts in the padded sample.
+        let starts: Vec<usize> = (0..self.weight.cols())
+            .map(|k| {
+                let (c, ky, kx) = (k / (kh * kw), (k / kw) % kh, k % kw);
+                c * hp * wp + ky * d * wp + kx * d
+            })
+            .collect();
+        let out = self.weight.rows();
+        let y = Tensor::f_empty([batch, out as i64, oh, ow], (Kind::Float, Device::Cpu))?;
+        let geometry = Shifted {
+            starts,
+            padded_width: wp,
+            rows: oh as usize,
+            width: ow as usize,
+        };
+        PADDED.with_borrow_mut(|padded| -> Result<()> {
+            for sample in 0..batch {
+                let (x, y) = (xs.f_select(0, sample)?, y.f_select(0, sample)?);
+                // SAFETY: one sample of the contiguous `f32` CPU `xs` and of the fresh,
+                // contiguous `y`, alive meanwhile; `y` is written only here.
+                let (x, ys) = unsafe {
+                    (
+                        std::slice::from_raw_parts(x.data_ptr().cast::<f32>(), x.numel()),
+                        std::slice::from_raw_parts_mut(y.data_ptr().cast::<f32>(), y.numel()),
+                    )
+                };
+                padded.clear();
+                padded.resize(channels * hp * wp, 0.0);
+                for (c, input) in x.chunks_exact(h * w).enumerate() {
+                    for (row, values) in input.chunks_exact(w).enumerate() {
+                        let at = (c * hp + p + row) * wp + p;
+                        padded[at..at + w].copy_from_slice(values);
+                    }
+                }
+                let padded = &padded[..];
+                self.weight
+                    .by_row_ranges((oh * ow) as usize, ys, |start, end, planes| {
+                        shifted_planes(&self.weight, padded, &geometry, start, end, planes)
+                    });
+            }
+            Ok(())
+        })?;
+        Ok(match &self.bias {
+            Some(bias) => y.f_add(&Tensor::from_slice(bias).f_reshape([1, out as i64, 1, 1])?)?,
+            None => y,
+        })
+    }
+}
+
+/// Below this output width the unfolded product is faster than the direct convolution.
+const DIRECT_MIN_WIDTH: i64 = 14;
+
+/// Outputs computed together in the padded rows' width: they stay in the L1 cache while every
+/// non-zero of the plane adds to them.
+const WIDE_OUTPUTS: usize = 2048;
+
+/// The direct convolution's layout: where each column's shifted plane starts in the padded
+/// sample, the padded width, and the output plane's rows and width.
+struct Shifted {
+    starts: Vec<usize>,
+    padded_width: usize,
+    rows: usize,
+    width: usize,
+}
+
+/// Output planes `start..end` of one sample (`planes`, `rows * width` floats each): blocks of
+/// output rows computed as wide as the padded input's rows, each non-zero adding its value
+/// times the run of `x` at its column's start, then copied out without the extra columns.
+fn shifted_planes(
+    weight: &CsrMatrix,
+    x: &[f32],
+    g: &Shifted,
+    start: usize,
+    end: usize,
+    planes: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA, checked just above.
+        unsafe { shifted_planes_avx2(weight, x, g, start, end, planes) };
+        return;
+    }
+    shifted_planes_portable(weight, x, g, start, end, planes);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn shifted_planes_avx2(
+    weight: &CsrMatrix,
+    x: &[f32],
+    g: &Shifted,
+    start: usize,
+    end: usize,
+    planes: &mut [f32],
+) {
+    shifted_planes_portable(weight, x, g, start, end, planes);
+}
+
+#[inline(always)]
+fn shifted_planes_portable(
+    weight: &CsrMatrix,
+    x: &[f32],
+    g: &Shifted,
+    start: usize,
+    end: usize,
+    planes: &mut [f32],
+) {
+    let wp = g.padded_width;
+    let block_rows = (WIDE_OUTPUTS / wp).clamp(1, g.rows.max(1));
+    let mut wide = vec![0.0f32; block_rows * wp];
+    let plane = (g.rows * g.width).max(1);
+    for (r, output) in (start..end).zip(planes.chunks_exact_mut(plane)) {
+        for first in (0..g.rows).step_by(block_rows) {
+            let rows = block_rows.min(g.rows - first);
+            let (wide, offset) = (&mut wide[..rows * wp], first * wp);
+            wide.fill(0.0);
+            weight.for_each_entry(r, |k, v| {
+                let from = g.starts[k] + offset;
+                for (o, x) in wide.iter_mut().zip(&x[from..from + rows * wp]) {
+                    *o += v * x;
+                }
+            });
+            for (row, values) in wide.chunks_exact(wp).enumerate() {
+                let at = (first + row) * g.width;
+                output[at..at + g.width].copy_from_slice(&values[..g.width]);
+            }
         }
-        let out = self.weight.rows() as i64;
-        Ok(y.f_reshape([batch, oh * ow, out])?
-            .f_permute([0, 2, 1])?
-            .f_reshape([batch, out, oh, ow])?
-            .f_to_kind(xs.kind())?)
     }
 }
 
@@ -144,46 +323,66 @@ impl Conv2d {
         options: &SpeedOptions,
     ) -> Result<(Self, LayerChoice)> {
         let (key, weight, bias) = varstore_layer(vs, prefix)?;
-        let sparse = SparseConv2d::new(&weight, bias.as_ref(), &config).map_err(|e| e.at(&key))?;
-        let dense_weight = weight.f_to_kind(Kind::Float)?.f_contiguous()?;
-        let dense_bias = bias.as_ref().map(|b| b.to_kind(Kind::Float));
-        let xs = Tensor::f_randn(input_shape, (Kind::Float, Device::Cpu))?;
-        let (dense_seconds, sparse_seconds) = alternating_medians(
-            options.calls,
-            || {
-                let _ = tch::no_grad(|| {
-                    xs.conv2d(
-                        &dense_weight,
-                        dense_bias.as_ref(),
-                        [config.stride; 2],
-                        [config.padding; 2],
-                        [config.dilation; 2],
-                        1,
-                    )
-                });
-            },
-            || {
-                let _ = sparse.try_forward(&xs);
-            },
-        );
-        let choice = LayerChoice::of(
-            &key,
-            sparse.weight(),
-            dense_seconds,
-            sparse_seconds,
-            options,
-        );
-        let layer = if choice.sparse {
-            Conv2d::Sparse(Box::new(sparse))
-        } else {
-            Conv2d::Dense {
+        let (sparse, choice) =
+            measure_conv(&key, &weight, bias.as_ref(), config, input_shape, options)?;
+        let layer = match sparse {
+            Some(sparse) => Conv2d::Sparse(Box::new(sparse)),
+            None => Conv2d::Dense {
                 weight,
                 bias,
                 config,
-            }
+            },
         };
         Ok((layer, choice))
     }
+}
+
+/// Times libtorch's `conv2d` and the [`SparseConv2d`] of `weight`/`bias` with `config` on the
+/// CPU, on inputs of `input_shape`, and chooses: the sparse layer when it is at least
+/// `options.min_speedup` times faster, else `None`.
+pub(super) fn measure_conv(
+    key: &str,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    config: nn::ConvConfig,
+    input_shape: [i64; 4],
+    options: &SpeedOptions,
+) -> Result<(Option<SparseConv2d>, LayerChoice)> {
+    let sparse = SparseConv2d::new(weight, bias, &config).map_err(|e| e.at(key))?;
+    let channels = weight.size()[1];
+    if input_shape[1] != channels {
+        return Err(PruneError::ShapeMismatch {
+            what: format!("the input shape {key} is measured at"),
+            expected: vec![-1, channels, -1, -1],
+            actual: input_shape.to_vec(),
+        });
+    }
+    let on_cpu =
+        |t: &Tensor| tch::no_grad(|| t.f_detach()?.f_to(Device::Cpu)?.f_to_kind(Kind::Float));
+    let dense_weight = on_cpu(weight)?.f_contiguous()?;
+    let dense_bias = bias.map(on_cpu).transpose()?;
+    let xs = Tensor::f_randn(input_shape, (Kind::Float, Device::Cpu))?;
+    let (dense_seconds, sparse_seconds) = alternating_medians(
+        options.calls,
+        || {
+            let _ = tch::no_grad(|| {
+                xs.conv2d(
+                    &dense_weight,
+                    dense_bias.as_ref(),
+                    [config.stride; 2],
+                    [config.padding; 2],
+                    [config.dilation; 2],
+                    1,
+                )
+            });
+        },
+        || {
+            let _ = sparse.try_forward(&xs);
+        },
+    );
+    let times = (dense_seconds, sparse_seconds);
+    let choice = LayerChoice::csr(key, sparse.weight(), times, options);
+    Ok((choice.sparse.then_some(sparse), choice))
 }
 
 impl nn::Module for Conv2d {

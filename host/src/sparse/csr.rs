@@ -279,16 +279,55 @@ impl CsrMatrix {
         Ok(y)
     }
 
+    /// `y = self @ x` for `x` of `[cols, width]` and `y` of `[rows, width]`, both contiguous
+    /// `f32` on the CPU (`y` may be a contiguous part of a larger tensor). For wide `x` (a
+    /// convolution's unfolded patches, one column per output position), whose product comes
+    /// out in the layout of the convolution's output.
+    pub(crate) fn multiply_columns_into(&self, x: &Tensor, y: &Tensor) -> Result<()> {
+        let width = x.size()[1];
+        let fits = x.size() == [self.cols as i64, width]
+            && y.size() == [self.rows as i64, width]
+            && [x, y]
+                .iter()
+                .all(|t| t.kind() == Kind::Float && t.device() == Device::Cpu && t.is_contiguous());
+        if !fits {
+            return Err(PruneError::ShapeMismatch {
+                what: "a sparse product's contiguous f32 operands".to_owned(),
+                expected: vec![self.cols as i64, width, self.rows as i64, width],
+                actual: [x.size(), y.size()].concat(),
+            });
+        }
+        // SAFETY: contiguous `f32` CPU tensors of `cols * width` and `rows * width` floats
+        // (checked above), alive meanwhile; the caller reads `y` only after this returns.
+        let (xs, ys) = unsafe { (floats(x), floats_mut(y)) };
+        self.block_product(xs, width as usize, ys);
+        Ok(())
+    }
+
     /// `yt = self @ xt` for `xt` of `[cols, width]`: `yt` is `[rows, width]`, its row ranges
     /// computed on the cores.
     fn block_product(&self, xt: &[f32], width: usize, yt: &mut [f32]) {
+        self.by_row_ranges(width, yt, |start, end, out| {
+            self.rows_times(start, end, xt, width, out)
+        });
+    }
+
+    /// `work(start, end, out)` for row ranges of about equal non-zero counts, on libtorch's
+    /// threads when there is enough work: `out` is the part of `y` (`width` floats per row)
+    /// that rows `start..end` write.
+    pub(crate) fn by_row_ranges(
+        &self,
+        width: usize,
+        y: &mut [f32],
+        work: impl Fn(usize, usize, &mut [f32]) + Sync,
+    ) {
         let ranges: Vec<(usize, usize)> = if self.nonzeros() * width < PARALLEL_WORK {
             vec![(0, self.rows)]
         } else {
             self.row_ranges.clone()
         };
         let mut pieces = Vec::with_capacity(ranges.len());
-        let mut rest = yt;
+        let mut rest = y;
         for (start, end) in ranges {
             let (piece, tail) = std::mem::take(&mut rest).split_at_mut((end - start) * width);
             rest = tail;
@@ -299,13 +338,37 @@ impl CsrMatrix {
         on_libtorch_threads(pieces.len(), &|i| {
             let mut piece = pieces[i].lock().unwrap_or_else(|e| e.into_inner());
             let (start, end, ref mut out) = *piece;
-            self.rows_times(start, end, xt, width, out);
+            work(start, end, out);
         });
+    }
+
+    /// `f(column, value)` for each non-zero of row `r`, by column.
+    #[inline(always)]
+    pub(crate) fn for_each_entry(&self, r: usize, mut f: impl FnMut(usize, f32)) {
+        let (a, b) = (self.row_starts[r] as usize, self.row_starts[r + 1] as usize);
+        match &self.columns {
+            Columns::U16(c) => {
+                (c[a..b].iter().zip(&self.values[a..b])).for_each(|(c, v)| f(*c as usize, *v))
+            }
+            Columns::U32(c) => {
+                (c[a..b].iter().zip(&self.values[a..b])).for_each(|(c, v)| f(*c as usize, *v))
+            }
+        }
     }
 
     /// Rows `start..end` times the transposed block `xt` (`[cols, width]`) into `out`
     /// (`[end - start, width]`).
     fn rows_times(&self, start: usize, end: usize, xt: &[f32], width: usize, out: &mut [f32]) {
+        if width > 64 {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2, checked just above.
+                unsafe { self.rows_wide_avx2(start, end, xt, width, out) };
+                return;
+            }
+            self.rows_wide(start, end, xt, width, out);
+            return;
+        }
         // A block of 8 whose inputs fit an L2 cache needs no tiles.
         #[cfg(target_arch = "x86_64")]
         if width == 8
@@ -346,6 +409,20 @@ impl CsrMatrix {
             return;
         }
         self.rows_times_portable(start, end, xt, width, out);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn rows_wide_avx2(&self, s: usize, e: usize, xt: &[f32], w: usize, out: &mut [f32]) {
+        self.rows_wide(s, e, xt, w, out);
+    }
+
+    #[inline(always)]
+    fn rows_wide(&self, s: usize, e: usize, xt: &[f32], w: usize, out: &mut [f32]) {
+        match &self.columns {
+            Columns::U16(columns) => rows_wide(self, columns, s, e, xt, w, out),
+            Columns::U32(columns) => rows_wide(self, columns, s, e, xt, w, out),
+        }
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -425,6 +502,38 @@ fn rows_block<C: Column, const W: usize>(
             }
         }
         outputs.copy_from_slice(&acc);
+    }
+}
+
+/// Columns of a wide block computed together: a chunk of an output row and of each input row
+/// it reads stay in the L1 cache, and the chunks of all input rows in the L2 cache.
+const WIDE_CHUNK: usize = 256;
+
+/// Rows `start..end` times a wide `xt` (`[cols, width]`): each output row a sum of the input
+/// rows its non-zeros select, scaled, chunk by chunk of the width.
+#[inline(always)]
+fn rows_wide<C: Column>(
+    m: &CsrMatrix,
+    columns: &[C],
+    start: usize,
+    end: usize,
+    xt: &[f32],
+    width: usize,
+    out: &mut [f32],
+) {
+    for chunk in (0..width).step_by(WIDE_CHUNK) {
+        let len = WIDE_CHUNK.min(width - chunk);
+        for (r, row) in (start..end).zip(out.chunks_exact_mut(width)) {
+            let acc = &mut row[chunk..chunk + len];
+            acc.fill(0.0);
+            let (a, b) = (m.row_starts[r] as usize, m.row_starts[r + 1] as usize);
+            for (v, c) in m.values[a..b].iter().zip(&columns[a..b]) {
+                let x = &xt[c.get() * width + chunk..c.get() * width + chunk + len];
+                for (o, x) in acc.iter_mut().zip(x) {
+                    *o += v * x;
+                }
+            }
+        }
     }
 }
 

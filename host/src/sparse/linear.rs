@@ -1,9 +1,9 @@
 //! Sparse linear layers, and the measured choice between them and the dense ones.
 
 use super::csr::CsrMatrix;
+use super::semi_structured::{measure_two_of_four, SemiStructuredLinear};
 use crate::error::{PruneError, Result};
-use crate::module::{join, Module};
-use std::sync::Arc;
+use crate::module::join;
 use std::time::Instant;
 use tch::{nn, Device, Kind, Tensor};
 
@@ -113,16 +113,27 @@ impl Default for SpeedOptions {
     }
 }
 
+/// The sparse form a layer was measured in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SparseFormat {
+    /// [`SparseLinear`] (or [`SparseConv2d`](super::SparseConv2d)): CSR on the CPU.
+    Csr,
+    /// [`SemiStructuredLinear`](super::SemiStructuredLinear): 2:4 through cuSPARSELt on CUDA.
+    SemiStructured,
+}
+
 /// One layer's measurement and what was chosen.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayerChoice {
     /// The weight's key.
     pub weight: String,
-    /// `[out, in]`.
+    /// `[out, in]` (a convolution's `in` counts its kernel's entries too).
     pub shape: [i64; 2],
     /// The fraction of the weight's entries that are zero.
     pub sparsity: f64,
-    /// Median seconds of the dense `linear` at the options' batch.
+    /// The sparse form measured against the dense one.
+    pub format: SparseFormat,
+    /// Median seconds of the dense layer at the options' batch.
     pub dense_seconds: f64,
     /// Median seconds of the sparse layer at that batch.
     pub sparse_seconds: f64,
@@ -131,24 +142,38 @@ pub struct LayerChoice {
 }
 
 impl LayerChoice {
-    /// The measurement of the layer `key` whose sparse weight is `weight`, and the choice
-    /// `options` make of it.
-    pub(super) fn of(
+    /// The measurement `(dense_seconds, sparse_seconds)` of the layer `key` (`shape`, with
+    /// `nonzeros` non-zero weights) in `format`, and the choice `options` make of it.
+    pub(super) fn new(
         key: &str,
-        weight: &CsrMatrix,
-        dense_seconds: f64,
-        sparse_seconds: f64,
+        shape: [i64; 2],
+        nonzeros: i64,
+        format: SparseFormat,
+        (dense_seconds, sparse_seconds): (f64, f64),
         options: &SpeedOptions,
     ) -> Self {
-        let entries = (weight.rows() * weight.cols()).max(1) as f64;
+        let entries = (shape[0] * shape[1]).max(1) as f64;
         Self {
             weight: key.to_owned(),
-            shape: [weight.rows() as i64, weight.cols() as i64],
-            sparsity: 1.0 - weight.nonzeros() as f64 / entries,
+            shape,
+            sparsity: 1.0 - nonzeros as f64 / entries,
+            format,
             dense_seconds,
             sparse_seconds,
             sparse: dense_seconds >= options.min_speedup * sparse_seconds,
         }
+    }
+
+    /// The choice for the CSR layer `weight`.
+    pub(super) fn csr(
+        key: &str,
+        weight: &CsrMatrix,
+        times: (f64, f64),
+        options: &SpeedOptions,
+    ) -> Self {
+        let shape = [weight.rows() as i64, weight.cols() as i64];
+        let nonzeros = weight.nonzeros() as i64;
+        Self::new(key, shape, nonzeros, SparseFormat::Csr, times, options)
     }
 
     /// Dense time over sparse time.
@@ -183,7 +208,7 @@ pub(super) fn alternating_medians(
     (median(ta), median(tb))
 }
 
-/// Times the dense and the sparse form of the layer `weight`/`bias` on this machine and
+/// Times the dense and the CSR form of the layer `weight`/`bias` on this machine's CPU and
 /// chooses: the sparse layer when it is at least `min_speedup` times faster, else `None`.
 pub fn measure(
     key: &str,
@@ -193,10 +218,10 @@ pub fn measure(
 ) -> Result<(Option<SparseLinear>, LayerChoice)> {
     let size = weight.size();
     let sparse = SparseLinear::new(weight, bias).map_err(|err| err.at(key))?;
-    let weight = tch::no_grad(|| weight.f_detach()?.f_to_kind(Kind::Float)?.f_contiguous())?;
-    let bias = bias
-        .map(|b| tch::no_grad(|| b.f_detach()?.f_to_kind(Kind::Float)))
-        .transpose()?;
+    let on_cpu =
+        |t: &Tensor| tch::no_grad(|| t.f_detach()?.f_to(Device::Cpu)?.f_to_kind(Kind::Float));
+    let weight = on_cpu(weight)?.f_contiguous()?;
+    let bias = bias.map(on_cpu).transpose()?;
     let xs = Tensor::f_randn([options.batch.max(1), size[1]], (Kind::Float, Device::Cpu))?;
     let (dense_seconds, sparse_seconds) = alternating_medians(
         options.calls,
@@ -207,54 +232,51 @@ pub fn measure(
             let _ = sparse.try_forward(&xs);
         },
     );
-    let choice = LayerChoice::of(key, sparse.weight(), dense_seconds, sparse_seconds, options);
+    let times = (dense_seconds, sparse_seconds);
+    let choice = LayerChoice::csr(key, sparse.weight(), times, options);
     Ok((choice.sparse.then_some(sparse), choice))
 }
 
-/// Makes every pruned linear layer of `module` (kind `"Linear"`, a 2-d float weight on the CPU
-/// with zeros) run sparse at inference where [`measure`] finds it faster; returns each layer's
-/// measurement, in the module's order. A converted layer keeps its tensors: in training mode,
-/// for inputs that need gradients, or once its weight, bias or mask changed, it runs dense.
-pub fn sparsify(module: &mut Module, options: &SpeedOptions) -> Result<Vec<LayerChoice>> {
-    let paths: Vec<String> = (module.named_modules().into_iter())
-        .filter(|(_, m)| m.kind() == "Linear")
-        .map(|(path, _)| path)
-        .collect();
-    let mut choices = Vec::new();
-    for path in paths {
-        let layer = module.submodule_mut(&path)?;
-        let weight = layer.try_get("weight")?;
-        if weight.dim() != 2 || weight.device() != Device::Cpu || !weight.is_floating_point() {
-            continue;
+/// [`measure`] (CSR) or its 2:4 counterpart: the sparse layer if chosen, and the measurement.
+pub(super) fn measure_in(
+    format: SparseFormat,
+    key: &str,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    options: &SpeedOptions,
+) -> Result<(Option<Linear>, LayerChoice)> {
+    Ok(match format {
+        SparseFormat::Csr => {
+            let (sparse, choice) = measure(key, weight, bias, options)?;
+            (sparse.map(|s| Linear::Sparse(Box::new(s))), choice)
         }
-        let bias = layer.parameter("bias").map(|_| layer.get("bias"));
-        let zeros = tch::no_grad(|| weight.f_eq(0)?.f_any()?.f_int64_value(&[]))?;
-        if zeros == 0 {
-            continue;
+        SparseFormat::SemiStructured => {
+            let (sparse, choice) = measure_two_of_four(key, weight, bias, options)?;
+            (sparse.map(|s| Linear::SemiStructured(Box::new(s))), choice)
         }
-        let (sparse, choice) = measure(&join(&path, "weight"), &weight, bias.as_ref(), options)?;
-        if let Some(sparse) = sparse {
-            let versions = tensor_versions(layer);
-            let sparse = Arc::new(sparse);
-            layer.set_forward(move |m, xs, train| {
-                if train || xs.requires_grad() || tensor_versions(m) != versions {
-                    let bias = m.parameter("bias").map(|_| m.get("bias"));
-                    return xs.linear(&m.get("weight"), bias.as_ref());
-                }
-                nn::Module::forward(sparse.as_ref(), xs)
-            });
-        }
-        choices.push(choice);
-    }
-    Ok(choices)
+    })
 }
 
-/// The autograd version counters of a layer's stored tensors: they change with every in-place
-/// write (an optimizer step, a new mask).
-fn tensor_versions(layer: &Module) -> Vec<i64> {
-    (layer.parameters().chain(layer.buffers()))
-        .map(|(_, t)| t.internal_version())
-        .collect()
+/// The sparse form `weight` can be measured in on its device, if any: CSR for a float CPU
+/// weight with zeros, 2:4 for a fp16/bf16 CUDA weight that is 2:4 and fits cuSPARSELt.
+pub(super) fn candidate_format(weight: &Tensor) -> Result<Option<SparseFormat>> {
+    let size = weight.size();
+    if size.len() != 2 || !weight.is_floating_point() {
+        return Ok(None);
+    }
+    let has_zeros = tch::no_grad(|| weight.f_eq(0)?.f_any()?.f_int64_value(&[]))? != 0;
+    if !has_zeros {
+        return Ok(None);
+    }
+    if weight.device() == Device::Cpu {
+        return Ok(Some(SparseFormat::Csr));
+    }
+    let fits = size.iter().all(|&side| side >= 16 && side % 16 == 0);
+    let half = matches!(weight.kind(), Kind::Half | Kind::BFloat16);
+    Ok(
+        (weight.device().is_cuda() && half && fits && super::is_two_of_four(weight)?)
+            .then_some(SparseFormat::SemiStructured),
+    )
 }
 
 /// A linear layer of a tch model in whichever form [`measure`] chose: what to build a
@@ -268,25 +290,29 @@ pub enum Linear {
         /// `[out]`.
         bias: Option<Tensor>,
     },
-    /// The sparse layer.
+    /// The CSR layer (CPU).
     Sparse(Box<SparseLinear>),
+    /// The 2:4 layer (cuSPARSELt on CUDA).
+    SemiStructured(Box<SemiStructuredLinear>),
 }
 
 impl Linear {
     /// The layer `prefix` (`prefix.weight`, `prefix.bias`) of `vs`, as the masks left it, in
-    /// the faster form on this machine; with the measurement.
+    /// the faster form on this machine; with the measurement. On the CPU the sparse form is
+    /// CSR; on CUDA it is 2:4 (a fp16/bf16 weight pruned 2:4, sides multiples of 16), and a
+    /// CUDA layer that has no sparse form is an error naming it.
     pub fn from_varstore(
         vs: &nn::VarStore,
         prefix: &str,
         options: &SpeedOptions,
     ) -> Result<(Self, LayerChoice)> {
         let (key, weight, bias) = varstore_layer(vs, prefix)?;
-        let (sparse, choice) = measure(&key, &weight, bias.as_ref(), options)?;
-        let layer = match sparse {
-            Some(sparse) => Linear::Sparse(Box::new(sparse)),
-            None => Linear::Dense { weight, bias },
+        let format = match weight.device() {
+            Device::Cpu => SparseFormat::Csr,
+            _ => SparseFormat::SemiStructured,
         };
-        Ok((layer, choice))
+        let (sparse, choice) = measure_in(format, &key, &weight, bias.as_ref(), options)?;
+        Ok((sparse.unwrap_or(Linear::Dense { weight, bias }), choice))
     }
 }
 
@@ -313,6 +339,7 @@ impl nn::Module for Linear {
         match self {
             Linear::Dense { weight, bias } => xs.linear(weight, bias.as_ref()),
             Linear::Sparse(sparse) => nn::Module::forward(sparse.as_ref(), xs),
+            Linear::SemiStructured(sparse) => nn::Module::forward(sparse.as_ref(), xs),
         }
     }
 }

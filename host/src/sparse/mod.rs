@@ -9,9 +9,10 @@
 //! Whether sparse pays depends on the sparsity, the shape, the batch and the machine: at 50%
 //! a CSR layer is slower than the dense one. [`measure`] times both forms on the machine it
 //! runs on and picks the faster; [`sparsify`] does that for every pruned linear layer of a
-//! [`Module`](crate::Module), and [`Linear::from_varstore`] for a layer of a tch model, and each
-//! reports what it chose ([`LayerChoice`]). Convolutions run as their unfolded patches times the
-//! same kernel ([`SparseConv2d`], [`Conv2d::from_varstore`]), which pays only at high sparsity.
+//! [`Module`](crate::Module) (CSR on the CPU, 2:4 on CUDA), [`sparsify_with_input`] for its
+//! convolutions too, and [`Linear::from_varstore`] for a layer of a tch model; each reports
+//! what it chose ([`LayerChoice`]). Convolutions run as their unfolded patches times the same
+//! kernel ([`SparseConv2d`], [`Conv2d::from_varstore`]), which pays only at high sparsity.
 //!
 //! ```
 //! use tch::{nn, Device, Kind, Tensor};
@@ -30,9 +31,11 @@
 mod conv;
 mod csr;
 mod linear;
+mod module;
 mod semi_structured;
 
 pub use conv::{Conv2d, SparseConv2d};
 pub use csr::CsrMatrix;
-pub use linear::{measure, sparsify, LayerChoice, Linear, SparseLinear, SpeedOptions};
-pub use semi_structured::SemiStructuredLinear;
+pub use linear::{measure, LayerChoice, Linear, SparseFormat, SparseLinear, SpeedOptions};
+pub use module::{sparsify, sparsify_with_input};
+pub use semi_structured::{is_two_of_four, SemiStructuredLinear};
