@@ -323,6 +323,46 @@ def sparse_conv_speed(channels, size, calls):
     return {"dense_seconds": dense, "sparse_seconds": sparse}
 
 
+def cnn():
+    torch.manual_seed(0)
+    conv = lambda i, o: nn.Conv2d(i, o, 3, padding=1)
+    return nn.Sequential(
+        conv(3, 64), nn.ReLU(), conv(64, 64), nn.ReLU(), nn.MaxPool2d(2),
+        conv(64, 128), nn.ReLU(), conv(128, 128), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(128 * 14 * 14, 10))
+
+
+def sparse_cnn(calls):
+    """The VGG-style CNN at 95% (every layer but the first conv), eval forward at batch 1: dense
+    against the pruned convolutions as unfold + CSR and the linear layer as CSR."""
+    model = cnn().eval()
+    for i in (2, 5, 7, 11):
+        prune.l1_unstructured(model[i], "weight", amount=0.95)
+        prune.remove(model[i], "weight")
+    csr = {i: model[i].weight.reshape(model[i].weight.shape[0], -1).to_sparse_csr() for i in (2, 5, 7, 11)}
+    x = torch.randn(1, 3, 56, 56)
+
+    def dense_step():
+        with torch.no_grad():
+            model(x)
+
+    def sparse_step():
+        with torch.no_grad():
+            h = x
+            for i, layer in enumerate(model):
+                if isinstance(layer, nn.Conv2d) and i in csr:
+                    n, _, height, width = h.shape
+                    patches = F.unfold(h, 3, padding=1)[0]
+                    h = (torch.mm(csr[i], patches) + layer.bias[:, None]).reshape(n, -1, height, width)
+                elif isinstance(layer, nn.Linear):
+                    h = torch.mm(csr[i], h.t()).t() + layer.bias
+                else:
+                    h = layer(h)
+
+    dense, sparse = interleaved(dense_step, sparse_step, calls)
+    return {"dense_seconds": dense, "sparse_seconds": sparse}
+
+
 def sparse_mlp(batch, calls):
     """The 3x2048 MLP at 95% in every layer, eval forward: dense against every layer's weight
     as a CSR matrix."""
@@ -455,6 +495,7 @@ def workloads(runs):
         "sparse_conv_95_128x28": lambda: sparse_conv_speed(128, 28, runs * 4),
         "sparse_conv_95_256x14": lambda: sparse_conv_speed(256, 14, runs * 4),
         "sparse_conv_95_512x7": lambda: sparse_conv_speed(512, 7, runs * 4),
+        "sparse_cnn_95": lambda: sparse_cnn(runs * 4),
         "sparse_mlp_95": lambda: sparse_mlp(1, runs * 4),
         "sparse_mlp_95_b8": lambda: sparse_mlp(8, runs * 4),
     }

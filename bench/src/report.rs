@@ -251,6 +251,14 @@ pub const WORKLOADS: &[Workload] = &[
         gpu: false,
     },
     Workload {
+        id: "sparse_cnn_95",
+        label: "eval forward, VGG-style CNN (4 convs 3x3 to 128 channels, 3x56x56) at 95% but the first conv, batch 1: speedup over dense (sparsify_with_input; PyTorch: unfold + CSR)",
+        compare: Compare::Speedup,
+        target: 1.5,
+        kept_memory: false,
+        gpu: false,
+    },
+    Workload {
         id: "sparse_mlp_95",
         label: "eval forward, MLP 3x2048 at 95% (every layer), batch 1: speedup over dense (PyTorch: CSR)",
         compare: Compare::Speedup,

@@ -487,6 +487,7 @@ pub fn run(id: &str, runs: usize) -> Result<Value> {
             let batch: i64 = parts.next().unwrap_or("").parse()?;
             semi_structured(n, batch, runs * 4)
         }
+        "sparse_cnn_95" => sparse_cnn(runs * 4),
         "sparse_mlp_95" => sparse_mlp(1, runs * 4),
         "sparse_mlp_95_b8" => sparse_mlp(8, runs * 4),
         other => anyhow::bail!("unknown workload {other}"),
@@ -616,6 +617,77 @@ fn sparse_conv_speed(channels: i64, size: i64, calls: usize) -> Value {
         },
     );
     json!({"dense_seconds": dense, "sparse_seconds": sparse})
+}
+
+/// A small VGG-style network for 3x56x56 images: convolutions 3->64, 64->64, pool, 64->128,
+/// 128->128, pool (3x3, padding 1, ReLU), then a linear layer to 10 classes.
+fn cnn(vs: &nn::VarStore) -> Module {
+    tch::manual_seed(0);
+    let root = vs.root();
+    let conv = |name: &str, inputs: i64, outputs: i64| {
+        let config = nn::ConvConfig {
+            padding: 1,
+            ..layers::torch_conv_config(inputs * 9)
+        };
+        layers::conv2d(&(&root / name), inputs, outputs, 3, config)
+    };
+    layers::sequential([
+        conv("0", 3, 64),
+        layers::relu(),
+        conv("2", 64, 64),
+        layers::relu(),
+        layers::max_pool2d(2, 2),
+        conv("5", 64, 128),
+        layers::relu(),
+        conv("7", 128, 128),
+        layers::relu(),
+        layers::max_pool2d(2, 2),
+        layers::flatten(1, -1),
+        layers::linear(
+            &(&root / "11"),
+            128 * 14 * 14,
+            10,
+            layers::torch_linear_config(128 * 14 * 14),
+        ),
+    ])
+}
+
+/// [`cnn`] with every layer but the first pruned to 95% by magnitude (made permanent), eval
+/// forward at batch 1: the dense model against `sparse::sparsify_with_input`'s.
+fn sparse_cnn(calls: usize) -> Value {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let mut model = cnn(&vs);
+    for key in ["2.weight", "5.weight", "7.weight", "11.weight"] {
+        prune::l1_unstructured(&mut model, key, 0.95, None).expect("prunes");
+        prune::remove(&mut model, key).expect("removes");
+    }
+    let vs_dense = nn::VarStore::new(Device::Cpu);
+    let dense_model = cnn(&vs_dense);
+    let pruned: std::collections::HashMap<String, Tensor> =
+        model.named_parameters().into_iter().collect();
+    tch::no_grad(|| {
+        for (k, mut t) in dense_model.named_parameters() {
+            t.copy_(&pruned[&k]);
+        }
+    });
+    let x = Tensor::randn([1, 3, 56, 56], (Kind::Float, Device::Cpu));
+    let measured = tchprune::sparse::SpeedOptions {
+        batch: 1,
+        ..Default::default()
+    };
+    let choices =
+        tchprune::sparse::sparsify_with_input(&mut model, &x, &measured).expect("sparsified");
+    let (dense, sparse) = interleaved(
+        calls,
+        || {
+            let _ = tch::no_grad(|| dense_model.forward_t(&x, false));
+        },
+        || {
+            let _ = tch::no_grad(|| model.forward_t(&x, false));
+        },
+    );
+    let sparse_layers = choices.iter().filter(|c| c.sparse).count();
+    json!({"dense_seconds": dense, "sparse_seconds": sparse, "sparse_layers": sparse_layers})
 }
 
 /// The 3x2048 MLP (two hidden layers of 2048, ReLU) at 95% in every layer, eval forward: dense
