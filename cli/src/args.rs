@@ -90,8 +90,9 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = MaskDtypeArg::Same)]
         mask_dtype: MaskDtypeArg,
     },
-    /// Time each pruned linear weight of FILE on this machine, dense against tchprune's sparse
-    /// kernel, and say which form is faster.
+    /// Time each pruned linear and convolution weight of FILE on this machine, dense against
+    /// tchprune's sparse kernels, and say which form is faster (convolutions of a built-in
+    /// model, at their input sizes).
     Speed {
         /// The safetensors state_dict (read only).
         file: PathBuf,
@@ -101,6 +102,14 @@ pub enum Command {
         /// Timed calls of each form per layer (the median counts).
         #[arg(long, default_value_t = 7)]
         calls: usize,
+        /// The built-in model FILE holds, whose convolutions to time at their input sizes
+        /// (auto: the one FILE is, if any; none: linear layers only).
+        #[arg(long, default_value = "auto")]
+        model: String,
+        /// The model's input image, HEIGHTxWIDTH (default: the model's, 28x28 for LeNet,
+        /// 224x224 for the ResNets).
+        #[arg(long, value_name = "HxW", value_parser = parse_image_size)]
+        image_size: Option<[i64; 2]>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -115,4 +124,16 @@ pub enum MaskDtypeArg {
     Same,
     /// bool, one byte per entry.
     Bool,
+}
+
+/// `HxW` (or one number for a square) as `[height, width]`.
+fn parse_image_size(text: &str) -> Result<[i64; 2], String> {
+    let parse = |side: &str| match side.trim().parse::<i64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("'{text}' is not HEIGHTxWIDTH with positive sides")),
+    };
+    match text.split_once(['x', 'X']) {
+        Some((h, w)) => Ok([parse(h)?, parse(w)?]),
+        None => parse(text).map(|n| [n, n]),
+    }
 }

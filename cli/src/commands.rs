@@ -7,6 +7,7 @@ use serde_json::json;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use tchprune::checkpoint::{self, sparse_bitmask, MaskDtype};
+use tchprune::layers;
 use tchprune::plan::{Plan, PrunedState};
 use tchprune::shrink::{self, DependencyGraph};
 use tchprune::sparse;
@@ -47,8 +48,10 @@ pub fn run(command: Command) -> Result<()> {
             file,
             batch,
             calls,
+            model,
+            image_size,
             json,
-        } => speed(&file, batch, calls, json),
+        } => speed(&file, batch, calls, &model, image_size, json),
         Command::Demo => tchprune_examples::tutorial::run(&mut std::io::stdout().lock()),
     }
 }
@@ -443,7 +446,42 @@ fn shrink(
     Ok(())
 }
 
-fn speed(file: &Path, batch: i64, calls: usize, as_json: bool) -> Result<()> {
+/// Where the convolutions of `tensors` sit, by weight key: those of the built-in model
+/// `model` (`auto`: the one the tensors are, if any; `none`: no convolutions) for an input of
+/// `image_size` (the model's own by default).
+fn convolution_sites(
+    tensors: &[(String, tch::Tensor)],
+    model: &str,
+    image_size: Option<[i64; 2]>,
+) -> Result<std::collections::HashMap<String, layers::ConvolutionSite>> {
+    if model == "none" || !tensors.iter().any(|(_, t)| t.dim() == 4) {
+        return Ok(Default::default());
+    }
+    let shapes = (tensors.iter())
+        .filter(|(k, _)| !k.ends_with("num_batches_tracked"))
+        .map(|(k, t)| (k.clone(), t.size()))
+        .collect();
+    let name = match layers::builtin_model(model, &shapes) {
+        Ok(name) => name,
+        Err(why) if model == "auto" => {
+            eprintln!("note: convolutions not timed ({why}); --model and --image-size say which model and input");
+            return Ok(Default::default());
+        }
+        Err(why) => return Err(why.into()),
+    };
+    let [_, h, w] = layers::default_image(name);
+    let sites = layers::convolution_sites(name, image_size.unwrap_or([h, w]))?;
+    Ok(sites.into_iter().map(|s| (s.weight.clone(), s)).collect())
+}
+
+fn speed(
+    file: &Path,
+    batch: i64,
+    calls: usize,
+    model: &str,
+    image_size: Option<[i64; 2]>,
+    as_json: bool,
+) -> Result<()> {
     if batch < 1 || calls < 1 {
         anyhow::bail!("--batch and --calls must be at least 1");
     }
@@ -457,25 +495,38 @@ fn speed(file: &Path, batch: i64, calls: usize, as_json: bool) -> Result<()> {
         calls,
         ..Default::default()
     };
-    let mut choices = Vec::new();
-    for (key, weight) in &plain.tensors {
-        let zeros = weight.dim() == 2
-            && weight.is_floating_point()
-            && weight.eq(0).any().int64_value(&[]) != 0;
-        if !zeros {
-            continue;
-        }
+    let pruned = |weight: &tch::Tensor| {
+        weight.is_floating_point() && weight.eq(0).any().int64_value(&[]) != 0
+    };
+    let bias_of = |key: &str, weight: &tch::Tensor| {
         let bias_key = match key.rsplit_once('.') {
             Some((prefix, _)) => format!("{prefix}.bias"),
             None => "bias".to_owned(),
         };
-        let bias = tensors
+        tensors
             .get(bias_key.as_str())
             .filter(|b| b.size() == [weight.size()[0]])
-            .copied();
-        let (_, choice) = sparse::measure(key, weight, bias, &options)
-            .with_context(|| format!("{}: '{key}'", file.display()))?;
-        choices.push(choice);
+            .copied()
+    };
+    let convolutions = convolution_sites(&plain.tensors, model, image_size)
+        .with_context(|| format!("{}: --model {model}", file.display()))?;
+    let mut choices = Vec::new();
+    for (key, weight) in &plain.tensors {
+        if !pruned(weight) {
+            continue;
+        }
+        let bias = bias_of(key, weight);
+        let choice = match (weight.dim(), convolutions.get(key.as_str())) {
+            (2, _) => sparse::measure(key, weight, bias, &options).map(|(_, c)| c),
+            (4, Some(site)) => {
+                let [h, w] = site.input_size;
+                let shape = [batch, weight.size()[1], h, w];
+                sparse::measure_conv(key, weight, bias, site.config, shape, &options)
+                    .map(|(_, c)| c)
+            }
+            _ => continue,
+        };
+        choices.push(choice.with_context(|| format!("{}: '{key}'", file.display()))?);
     }
     let dense: f64 = choices.iter().map(|c| c.dense_seconds).sum();
     let chosen: f64 = (choices.iter())
@@ -504,7 +555,7 @@ fn speed(file: &Path, batch: i64, calls: usize, as_json: bool) -> Result<()> {
     }
     if choices.is_empty() {
         println!(
-            "no pruned linear weight (2-d, with zeros) in {}",
+            "no pruned linear or convolution weight (with zeros, of a layer it can time) in {}",
             file.display()
         );
         return Ok(());

@@ -1,5 +1,5 @@
-//! `tchprune speed`: each pruned linear weight's dense and sparse time on this machine, and the
-//! form chosen.
+//! `tchprune speed`: each pruned linear and convolution weight's dense and sparse time on this
+//! machine, and the form chosen; convolutions at their input sizes in the built-in model.
 
 mod common;
 
@@ -85,10 +85,57 @@ fn an_unpruned_checkpoint_has_nothing_to_time() {
     let run = common::tchprune_in(dir.path(), &["speed", "lenet.safetensors"]);
     assert!(run.success, "{}", run.stderr);
     assert!(
-        run.stdout.starts_with("no pruned linear weight"),
+        run.stdout
+            .starts_with("no pruned linear or convolution weight"),
         "{}",
         run.stdout
     );
+}
+
+#[test]
+fn a_built_in_models_convolutions_are_timed_at_their_input_sizes() {
+    let plan = json!({"steps": [
+        {"method": "l1_unstructured", "params": ["conv1.weight", "conv2.weight", "fc1.weight"],
+         "amount": 0.9},
+    ]});
+    let (dir, run) = common::apply_to_lenet(&plan, &[]);
+    assert!(run.success, "{}", run.stderr);
+    let report = |extra: &[&str]| -> Value {
+        let mut args = vec!["speed", "out.safetensors", "--json", "--calls", "1"];
+        args.extend_from_slice(extra);
+        let run = common::tchprune_in(dir.path(), &args);
+        assert!(run.success, "{}", run.stderr);
+        serde_json::from_str(&run.stdout).unwrap()
+    };
+    let weights = |report: &Value| -> Vec<(String, Value)> {
+        (report["layers"].as_array().unwrap().iter())
+            .map(|l| (l["weight"].as_str().unwrap().to_owned(), l["shape"].clone()))
+            .collect()
+    };
+    let expected = [
+        ("conv1.weight".to_owned(), json!([6, 9])),
+        ("conv2.weight".to_owned(), json!([16, 54])),
+        ("fc1.weight".to_owned(), json!([120, 400])),
+    ];
+    assert_eq!(weights(&report(&[])), expected);
+    assert_eq!(
+        weights(&report(&["--model", "lenet", "--image-size", "32x40"])),
+        expected
+    );
+    assert_eq!(weights(&report(&["--model", "none"])), expected[2..]);
+
+    let run = common::tchprune_in(
+        dir.path(),
+        &["speed", "out.safetensors", "--model", "resnet18"],
+    );
+    assert!(!run.success);
+    assert!(run.stderr.contains("not resnet18"), "{}", run.stderr);
+    let run = common::tchprune_in(
+        dir.path(),
+        &["speed", "out.safetensors", "--image-size", "0x5"],
+    );
+    assert!(!run.success);
+    assert!(run.stderr.contains("HEIGHTxWIDTH"), "{}", run.stderr);
 }
 
 #[test]

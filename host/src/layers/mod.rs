@@ -7,8 +7,13 @@
 //! `state_dict` is PyTorch's. Forward functions read tensors with [`Module::get`] and honour
 //! the train flag (dropout, batch norm's statistics).
 
+mod builtin;
 mod resnet;
 
+pub(crate) use builtin::builtin_classes;
+pub use builtin::{
+    builtin_model, convolution_sites, default_image, ConvolutionSite, BUILTIN_MODELS,
+};
 pub use resnet::{resnet_with_widths, RESNET18_BLOCKS, RESNET34_BLOCKS};
 
 use crate::module::Module;

@@ -35,9 +35,10 @@ mod groups;
 mod models;
 mod trace;
 
+pub use crate::layers::BUILTIN_MODELS;
 pub use group_pruning::prune_groups;
 pub use groups::{DependencyGraph, Group, Reader};
-pub use models::{trace_builtin, BUILTIN_MODELS};
+pub use models::trace_builtin;
 pub use trace::trace;
 
 use crate::error::Result;

@@ -338,9 +338,10 @@ impl Conv2d {
 }
 
 /// Times libtorch's `conv2d` and the [`SparseConv2d`] of `weight`/`bias` with `config` on the
-/// CPU, on inputs of `input_shape`, and chooses: the sparse layer when it is at least
-/// `options.min_speedup` times faster, else `None`.
-pub(super) fn measure_conv(
+/// CPU, on inputs of `input_shape` (`[batch, in, h, w]`; `options.batch` is not used), and
+/// chooses: the sparse layer when it is at least `options.min_speedup` times faster, else
+/// `None`. `key` names the weight in errors and in the choice.
+pub fn measure_conv(
     key: &str,
     weight: &Tensor,
     bias: Option<&Tensor>,

@@ -34,7 +34,7 @@ mod linear;
 mod module;
 mod semi_structured;
 
-pub use conv::{Conv2d, SparseConv2d};
+pub use conv::{measure_conv, Conv2d, SparseConv2d};
 pub use csr::CsrMatrix;
 pub use linear::{measure, LayerChoice, Linear, SparseFormat, SparseLinear, SpeedOptions};
 pub use module::{sparsify, sparsify_with_input};
