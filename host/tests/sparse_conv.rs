@@ -24,7 +24,7 @@ fn the_unfolded_product_matches_conv2d() {
         (5, 4, 1, 1, 0, 1, 1, 7),
         (6, 2, 3, 1, 2, 2, 2, 10),
         (4, 3, 5, 3, 0, 1, 40, 11),
-        // Output rows of 14 or more: computed directly, without unfolding.
+        // Output rows of 14 or more: computed directly (by stride phases), without unfolding.
         (8, 3, 3, 1, 1, 1, 2, 20),
         (6, 4, 3, 2, 1, 1, 3, 33),
         (4, 2, 3, 1, 3, 2, 1, 16),
@@ -35,6 +35,8 @@ fn the_unfolded_product_matches_conv2d() {
         (5, 4, 3, 1, 2, 2, 2, 17),
         (6, 3, 5, 1, 2, 1, 1, 16),
         (4, 2, 7, 1, 3, 1, 2, 14),
+        (8, 3, 7, 2, 3, 1, 1, 40),
+        (6, 4, 1, 2, 0, 1, 2, 30),
     ] {
         let keep = Tensor::rand([out, inp, k, k], (Kind::Float, Device::Cpu)).lt(0.3);
         let weight = Tensor::randn([out, inp, k, k], (Kind::Float, Device::Cpu)) * keep;

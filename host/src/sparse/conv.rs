@@ -94,7 +94,7 @@ impl SparseConv2d {
         let out = self.weight.rows() as i64;
         let positions = oh * ow;
         let y = tch::no_grad(|| -> Result<Tensor> {
-            if self.stride == 1 && ow >= DIRECT_MIN_WIDTH && oh > 0 {
+            if ow >= DIRECT_MIN_WIDTH && oh > 0 {
                 return self.direct(&xs.f_to_kind(Kind::Float)?.f_contiguous()?, [oh, ow]);
             }
             let patches = xs.f_to_kind(Kind::Float)?.f_im2col(
@@ -141,12 +141,13 @@ thread_local! {
 }
 
 impl SparseConv2d {
-    /// The stride-1 convolution of the contiguous `f32` `xs` computed directly: each non-zero
-    /// weight `(o, c, ky, kx)` adds its multiple of input plane `c`, shifted by `(ky, kx)`, to
-    /// output plane `o`. The input is zero-padded (a row more at the bottom) and the outputs
-    /// computed as wide as the padded rows, so that every shifted plane is one contiguous run:
-    /// one long multiply-add per non-zero and no borders to mind; the extra columns are dropped
-    /// as the rows are copied out.
+    /// The convolution of the contiguous `f32` `xs` computed directly: each non-zero weight
+    /// `(o, c, ky, kx)` adds its multiple of input plane `c`, shifted by `(ky, kx)`, to output
+    /// plane `o`. The input is zero-padded and split into its stride x stride phases (one
+    /// phase at stride 1), each with a row more at the bottom, and the outputs computed as wide
+    /// as a phase's rows, so that every tap reads one contiguous run: one long multiply-add per
+    /// non-zero and no borders to mind; the extra columns are dropped as the rows are copied
+    /// out.
     fn direct(&self, xs: &Tensor, [oh, ow]: [i64; 2]) -> Result<Tensor> {
         let size = xs.size();
         let (batch, channels, h, w) = (
@@ -155,21 +156,39 @@ impl SparseConv2d {
             size[2] as usize,
             size[3] as usize,
         );
-        let (p, d) = (self.padding as usize, self.dilation as usize);
-        let (hp, wp) = (h + 2 * p + 1, w + 2 * p);
+        let (p, d, s) = (
+            self.padding as usize,
+            self.dilation as usize,
+            self.stride as usize,
+        );
         let [kh, kw] = self.kernel.map(|k| k as usize);
-        // Where each column's shifted plane starts in the padded sample.
+        // The padded sample split into its s x s phases (rows and columns by their remainder
+        // modulo the stride), each `hq x wq`: a stride-s tap reads one phase at stride 1.
+        let wq = (w + 2 * p).div_ceil(s);
+        let hq = (h + 2 * p).div_ceil(s).max(oh as usize + (kh - 1) * d / s) + 1;
+        // The phases some tap reads, each given a slot; the others are never stored.
+        let mut slots = vec![usize::MAX; s * s];
+        let mut used = 0;
+        for (ky, kx) in (0..kh).flat_map(|ky| (0..kw).map(move |kx| (ky, kx))) {
+            let slot = &mut slots[(ky * d % s) * s + kx * d % s];
+            if *slot == usize::MAX {
+                *slot = used;
+                used += 1;
+            }
+        }
+        let plane = hq * wq;
         let starts: Vec<usize> = (0..self.weight.cols())
             .map(|k| {
                 let (c, ky, kx) = (k / (kh * kw), (k / kw) % kh, k % kw);
-                c * hp * wp + ky * d * wp + kx * d
+                let slot = slots[(ky * d % s) * s + kx * d % s];
+                (c * used + slot) * plane + (ky * d / s) * wq + kx * d / s
             })
             .collect();
         let out = self.weight.rows();
         let y = Tensor::f_empty([batch, out as i64, oh, ow], (Kind::Float, Device::Cpu))?;
         let geometry = Shifted {
             starts,
-            padded_width: wp,
+            padded_width: wq,
             rows: oh as usize,
             width: ow as usize,
         };
@@ -185,11 +204,26 @@ impl SparseConv2d {
                     )
                 };
                 padded.clear();
-                padded.resize(channels * hp * wp, 0.0);
+                padded.resize(channels * used * plane, 0.0);
                 for (c, input) in x.chunks_exact(h * w).enumerate() {
                     for (row, values) in input.chunks_exact(w).enumerate() {
-                        let at = (c * hp + p + row) * wp + p;
-                        padded[at..at + w].copy_from_slice(values);
+                        let y = p + row;
+                        for b in 0..s {
+                            let slot = slots[(y % s) * s + b];
+                            if slot == usize::MAX {
+                                continue;
+                            }
+                            // The columns `col` with `(p + col) % s == b`, at `(p + col) / s`.
+                            let first = (b + s - p % s) % s;
+                            if first >= w {
+                                continue;
+                            }
+                            let at = (c * used + slot) * plane + (y / s) * wq + (p + first) / s;
+                            let phase_row = values[first..].iter().step_by(s);
+                            for (to, &value) in padded[at..].iter_mut().zip(phase_row) {
+                                *to = value;
+                            }
+                        }
                     }
                 }
                 let padded = &padded[..];
