@@ -136,6 +136,19 @@ fn a_built_in_models_convolutions_are_timed_at_their_input_sizes() {
     );
     assert!(!run.success);
     assert!(run.stderr.contains("HEIGHTxWIDTH"), "{}", run.stderr);
+    // LeNet's conv2 sees nothing of a 3x3 image: an error naming it, not a crash.
+    let run = common::tchprune_in(
+        dir.path(),
+        &["speed", "out.safetensors", "--image-size", "3"],
+    );
+    assert!(!run.success);
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", run.stderr);
+    assert!(
+        lines[0].contains("'conv2.weight'") && lines[0].contains("leaves no output"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

@@ -128,6 +128,26 @@ fn what_it_cannot_run_is_refused() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("nothing.weight"), "{err}");
+    let strideless = nn::ConvConfig {
+        stride: 0,
+        ..Default::default()
+    };
+    let err = SparseConv2d::new(&weight, None, &strideless).unwrap_err();
+    assert!(err.to_string().contains("stride 0"), "{err}");
+    let always = SpeedOptions::default();
+    let err = sparse::measure_conv(
+        "c.weight",
+        &weight,
+        None,
+        config(1, 0, 1),
+        [1, 2, 2, 5],
+        &always,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("an input of 2x5 leaves no output"),
+        "{err}"
+    );
 }
 
 /// conv (16 -> 32, 3x3, padding 1), ReLU, max-pool 2, grouped conv (32 -> 32, groups 2), ReLU,

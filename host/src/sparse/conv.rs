@@ -48,6 +48,13 @@ impl SparseConv2d {
                 config.groups, config.padding_mode
             )));
         }
+        if config.stride < 1 || config.dilation < 1 || config.padding < 0 {
+            return Err(invalid(format!(
+                "stride and dilation of at least 1 and a padding of at least 0, got stride {}, \
+                 dilation {}, padding {}",
+                config.stride, config.dilation, config.padding
+            )));
+        }
         let flat = tch::no_grad(|| weight.f_detach()?.f_reshape([size[0], -1]))?;
         let layer = super::SparseLinear::new(&flat, bias)?;
         Ok(Self {
@@ -391,6 +398,17 @@ pub fn measure_conv(
             expected: vec![-1, channels, -1, -1],
             actual: input_shape.to_vec(),
         });
+    }
+    let (kernel, [h, w]) = (sparse.kernel, [input_shape[2], input_shape[3]]);
+    let outputs = |extent: i64, k: i64| {
+        (extent + 2 * config.padding - config.dilation * (k - 1) - 1).div_euclid(config.stride) + 1
+    };
+    if h < 1 || w < 1 || outputs(h, kernel[0]) < 1 || outputs(w, kernel[1]) < 1 {
+        return Err(invalid(format!(
+            "an input of {h}x{w} leaves no output of the {}x{} kernel of {key} (stride {}, \
+             padding {}, dilation {})",
+            kernel[0], kernel[1], config.stride, config.padding, config.dilation
+        )));
     }
     let on_cpu =
         |t: &Tensor| tch::no_grad(|| t.f_detach()?.f_to(Device::Cpu)?.f_to_kind(Kind::Float));
