@@ -35,4 +35,22 @@ fn tchs_mnist_network_is_pruned_to_ninety_percent_while_it_trains() {
     assert_eq!(global.zeros, (global.total as f64 * 0.9).round() as i64);
     assert!(report.dense_accuracy > 0.5, "{report:?}");
     assert!(report.pruned_accuracy > 0.5, "{report:?}");
+
+    // The inference copy: every layer measured, the outputs those of the pruned network.
+    let measured: Vec<&str> = report.inference.iter().map(|c| c.weight.as_str()).collect();
+    assert_eq!(
+        measured,
+        ["conv1.weight", "conv2.weight", "fc1.weight", "fc2.weight"]
+    );
+    for (choice, row) in report.inference.iter().zip(&report.sparsity) {
+        assert!(
+            (choice.sparsity - row.percent() / 100.0).abs() < 1e-9,
+            "{choice:?}"
+        );
+        assert!(choice.dense_seconds > 0.0 && choice.sparse_seconds > 0.0);
+    }
+    assert!(
+        (report.fast_accuracy - report.pruned_accuracy).abs() <= 1.0 / 256.0,
+        "{report:?}"
+    );
 }
