@@ -652,62 +652,50 @@ fn cnn(vs: &nn::VarStore) -> Module {
     ])
 }
 
-/// [`cnn`] with every layer but the first pruned to 95% by magnitude (made permanent), eval
-/// forward at batch 1: the dense model against `sparse::sparsify_with_input`'s.
+/// [`cnn`] with every layer but the first pruned to 95% by magnitude, eval forward at batch 1:
+/// the dense model against `sparse::sparsify_with_input`'s.
 fn sparse_cnn(calls: usize) -> Value {
-    let vs = nn::VarStore::new(Device::Cpu);
-    let mut model = cnn(&vs);
-    for key in ["2.weight", "5.weight", "7.weight", "11.weight"] {
-        prune::l1_unstructured(&mut model, key, 0.95, None).expect("prunes");
-        prune::remove(&mut model, key).expect("removes");
-    }
-    let vs_dense = nn::VarStore::new(Device::Cpu);
-    let dense_model = cnn(&vs_dense);
-    let pruned: std::collections::HashMap<String, Tensor> =
-        model.named_parameters().into_iter().collect();
-    tch::no_grad(|| {
-        for (k, mut t) in dense_model.named_parameters() {
-            t.copy_(&pruned[&k]);
-        }
-    });
-    let x = Tensor::randn([1, 3, 56, 56], (Kind::Float, Device::Cpu));
-    let measured = tchprune::sparse::SpeedOptions {
-        batch: 1,
-        ..Default::default()
-    };
-    let choices =
-        tchprune::sparse::sparsify_with_input(&mut model, &x, &measured).expect("sparsified");
-    let (dense, sparse) = interleaved(
-        calls,
-        || {
-            let _ = tch::no_grad(|| dense_model.forward_t(&x, false));
-        },
-        || {
-            let _ = tch::no_grad(|| model.forward_t(&x, false));
-        },
-    );
-    let sparse_layers = choices.iter().filter(|c| c.sparse).count();
-    json!({"dense_seconds": dense, "sparse_seconds": sparse, "sparse_layers": sparse_layers})
+    let keys = ["2.weight", "5.weight", "7.weight", "11.weight"].map(String::from);
+    sparse_model_speed(cnn, &keys, &[1, 3, 56, 56], calls, |model, x, options| {
+        tchprune::sparse::sparsify_with_input(model, x, options)
+    })
 }
 
 /// The 3x2048 MLP (two hidden layers of 2048, ReLU) at 95% in every layer, eval forward: dense
 /// against `sparse::sparsify`'s model.
 fn sparse_mlp(batch: i64, calls: usize) -> Value {
-    tch::manual_seed(0);
-    let vs = nn::VarStore::new(Device::Cpu);
-    let mut model = mlp(&vs);
-    let keys: Vec<String> = model
-        .named_parameters()
+    let keys: Vec<String> = (mlp(&nn::VarStore::new(Device::Cpu)).named_parameters())
         .into_iter()
         .map(|(k, _)| k)
         .filter(|k| k.ends_with("weight"))
         .collect();
-    for key in &keys {
+    sparse_model_speed(mlp, &keys, &[batch, 2048], calls, |model, _, options| {
+        tchprune::sparse::sparsify(model, options)
+    })
+}
+
+/// The model `build` makes with `keys` pruned to 95% by magnitude (made permanent), eval
+/// forward on an input of `input_shape`, alternating: a dense copy of it against the model
+/// `sparsify` makes of it (measured at the input's batch).
+fn sparse_model_speed(
+    build: fn(&nn::VarStore) -> Module,
+    keys: &[String],
+    input_shape: &[i64],
+    calls: usize,
+    sparsify: impl FnOnce(
+        &mut Module,
+        &Tensor,
+        &tchprune::sparse::SpeedOptions,
+    ) -> tchprune::Result<Vec<tchprune::sparse::LayerChoice>>,
+) -> Value {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let mut model = build(&vs);
+    for key in keys {
         prune::l1_unstructured(&mut model, key, 0.95, None).expect("prunes");
         prune::remove(&mut model, key).expect("removes");
     }
     let vs_dense = nn::VarStore::new(Device::Cpu);
-    let dense_model = mlp(&vs_dense);
+    let dense_model = build(&vs_dense);
     let pruned: std::collections::HashMap<String, Tensor> =
         model.named_parameters().into_iter().collect();
     tch::no_grad(|| {
@@ -715,12 +703,12 @@ fn sparse_mlp(batch: i64, calls: usize) -> Value {
             t.copy_(&pruned[&k]);
         }
     });
+    let x = Tensor::randn(input_shape, (Kind::Float, Device::Cpu));
     let measured = tchprune::sparse::SpeedOptions {
-        batch,
+        batch: input_shape[0],
         ..Default::default()
     };
-    let choices = tchprune::sparse::sparsify(&mut model, &measured).expect("sparsified");
-    let x = Tensor::randn([batch, 2048], (Kind::Float, Device::Cpu));
+    let choices = sparsify(&mut model, &x, &measured).expect("sparsified");
     let (dense, sparse) = interleaved(
         calls,
         || {

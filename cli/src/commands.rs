@@ -457,11 +457,7 @@ fn convolution_sites(
     if model == "none" || !tensors.iter().any(|(_, t)| t.dim() == 4) {
         return Ok(Default::default());
     }
-    let shapes = (tensors.iter())
-        .filter(|(k, _)| !k.ends_with("num_batches_tracked"))
-        .map(|(k, t)| (k.clone(), t.size()))
-        .collect();
-    let name = match layers::builtin_model(model, &shapes) {
+    let name = match layers::builtin_model(model, &shrink::shapes(tensors)) {
         Ok(name) => name,
         Err(why) if model == "auto" => {
             eprintln!("note: convolutions not timed ({why}); --model and --image-size say which model and input");

@@ -1,6 +1,8 @@
 //! Sparse 2-d convolutions (unfolded patches times the CSR kernel) against libtorch's
 //! `conv2d`, the measured choice for a tch model's convolution and a `Module`'s, and refusals.
 
+mod common;
+
 use tch::nn::Module as _;
 use tch::{nn, Device, Kind, Tensor};
 use tchprune::sparse::{self, Conv2d, SparseConv2d, SpeedOptions};
@@ -220,13 +222,7 @@ fn a_module_convolution_measured_at_the_size_it_sees() {
         [1, 10]
     );
     // Training runs the original forward, with gradients to the pruned weight.
-    let loss = model.forward_t(&xs, true).square().sum(Kind::Float);
-    loss.backward();
-    let orig = model
-        .submodule("0")
-        .unwrap()
-        .parameter("weight_orig")
-        .unwrap();
+    let orig = common::backward_to_orig(&model, &xs, "0");
     assert!(orig.grad().defined());
 }
 

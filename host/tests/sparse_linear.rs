@@ -131,13 +131,7 @@ fn sparsify_converts_the_layers_it_is_told_to_and_keeps_the_outputs() {
     assert_close(&tch::no_grad(|| model.forward_t(&xs, false)), &before);
 
     // Training runs dense, with gradients.
-    let loss = model.forward_t(&xs, true).square().sum(Kind::Float);
-    loss.backward();
-    let orig = model
-        .submodule("0")
-        .unwrap()
-        .parameter("weight_orig")
-        .unwrap();
+    let orig = common::backward_to_orig(&model, &xs, "0");
     assert!(orig.grad().defined());
     // A changed weight is seen: the layer falls back to the dense form.
     tch::no_grad(|| {

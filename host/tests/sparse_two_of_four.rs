@@ -157,16 +157,7 @@ fn sparsify_runs_two_of_four_layers_through_cusparselt() {
     assert!(choice.dense_seconds > 0.0 && choice.sparse_seconds > 0.0);
     assert_close(&tch::no_grad(|| model.forward_t(&xs, false)), &before);
     // Training still runs dense, with gradients.
-    let loss = model
-        .forward_t(&xs, true)
-        .to_kind(Kind::Float)
-        .sum(Kind::Float);
-    loss.backward();
-    let orig = model
-        .submodule("0")
-        .unwrap()
-        .parameter("weight_orig")
-        .unwrap();
+    let orig = common::backward_to_orig(&model, &xs, "0");
     assert!(orig.grad().defined());
 
     let mut again = mlp(&nn::VarStore::new(device), 256);

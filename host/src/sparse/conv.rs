@@ -1,8 +1,8 @@
 //! Sparse 2-d convolutions: each non-zero weight adds its shifted input plane to its output
 //! plane (wide outputs), or the input unfolded (im2col) and multiplied by the CSR kernel.
 
-use super::csr::CsrMatrix;
-use super::linear::{alternating_medians, varstore_layer, LayerChoice, SpeedOptions};
+use super::csr::{floats, floats_mut, CsrMatrix};
+use super::linear::{alternating_medians, float_on_cpu, varstore_layer, LayerChoice, SpeedOptions};
 use crate::error::{PruneError, Result};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -204,12 +204,7 @@ impl SparseConv2d {
                 let (x, y) = (xs.f_select(0, sample)?, y.f_select(0, sample)?);
                 // SAFETY: one sample of the contiguous `f32` CPU `xs` and of the fresh,
                 // contiguous `y`, alive meanwhile; `y` is written only here.
-                let (x, ys) = unsafe {
-                    (
-                        std::slice::from_raw_parts(x.data_ptr().cast::<f32>(), x.numel()),
-                        std::slice::from_raw_parts_mut(y.data_ptr().cast::<f32>(), y.numel()),
-                    )
-                };
+                let (x, ys) = unsafe { (floats(&x), floats_mut(&y)) };
                 padded.clear();
                 padded.resize(channels * used * plane, 0.0);
                 for (c, input) in x.chunks_exact(h * w).enumerate() {
@@ -410,10 +405,8 @@ pub fn measure_conv(
             kernel[0], kernel[1], config.stride, config.padding, config.dilation
         )));
     }
-    let on_cpu =
-        |t: &Tensor| tch::no_grad(|| t.f_detach()?.f_to(Device::Cpu)?.f_to_kind(Kind::Float));
-    let dense_weight = on_cpu(weight)?.f_contiguous()?;
-    let dense_bias = bias.map(on_cpu).transpose()?;
+    let dense_weight = float_on_cpu(weight)?.f_contiguous()?;
+    let dense_bias = bias.map(float_on_cpu).transpose()?;
     let xs = Tensor::f_randn(input_shape, (Kind::Float, Device::Cpu))?;
     let (dense_seconds, sparse_seconds) = alternating_medians(
         options.calls,

@@ -63,7 +63,7 @@ fn on_libtorch_threads(count: usize, work: &(dyn Fn(usize) + Sync)) {
 ///
 /// # Safety
 /// `t` is a contiguous `f32` CPU tensor, and outlives the slice.
-unsafe fn floats(t: &Tensor) -> &[f32] {
+pub(super) unsafe fn floats(t: &Tensor) -> &[f32] {
     // SAFETY: as the caller promises.
     unsafe { std::slice::from_raw_parts(t.data_ptr().cast::<f32>(), t.numel()) }
 }
@@ -73,7 +73,7 @@ unsafe fn floats(t: &Tensor) -> &[f32] {
 /// # Safety
 /// As [`floats`], and nothing else reads or writes `t` while the slice lives.
 #[allow(clippy::mut_from_ref)]
-unsafe fn floats_mut(t: &Tensor) -> &mut [f32] {
+pub(super) unsafe fn floats_mut(t: &Tensor) -> &mut [f32] {
     // SAFETY: as the caller promises.
     unsafe { std::slice::from_raw_parts_mut(t.data_ptr().cast::<f32>(), t.numel()) }
 }
@@ -359,16 +359,6 @@ impl CsrMatrix {
     /// Rows `start..end` times the transposed block `xt` (`[cols, width]`) into `out`
     /// (`[end - start, width]`).
     fn rows_times(&self, start: usize, end: usize, xt: &[f32], width: usize, out: &mut [f32]) {
-        if width > 64 {
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2, checked just above.
-                unsafe { self.rows_wide_avx2(start, end, xt, width, out) };
-                return;
-            }
-            self.rows_wide(start, end, xt, width, out);
-            return;
-        }
         // A block of 8 whose inputs fit an L2 cache needs no tiles.
         #[cfg(target_arch = "x86_64")]
         if width == 8
@@ -409,20 +399,6 @@ impl CsrMatrix {
             return;
         }
         self.rows_times_portable(start, end, xt, width, out);
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn rows_wide_avx2(&self, s: usize, e: usize, xt: &[f32], w: usize, out: &mut [f32]) {
-        self.rows_wide(s, e, xt, w, out);
-    }
-
-    #[inline(always)]
-    fn rows_wide(&self, s: usize, e: usize, xt: &[f32], w: usize, out: &mut [f32]) {
-        match &self.columns {
-            Columns::U16(columns) => rows_wide(self, columns, s, e, xt, w, out),
-            Columns::U32(columns) => rows_wide(self, columns, s, e, xt, w, out),
-        }
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -476,7 +452,8 @@ fn dispatch_width<C: Column>(
         8 => rows_block::<C, 8>(m, columns, start, end, xt, out),
         4 => rows_block::<C, 4>(m, columns, start, end, xt, out),
         2 => rows_block::<C, 2>(m, columns, start, end, xt, out),
-        _ => rows_single(m, columns, start, end, xt, out),
+        1 => rows_single(m, columns, start, end, xt, out),
+        _ => rows_wide(m, columns, start, end, xt, width, out),
     }
 }
 

@@ -218,10 +218,8 @@ pub fn measure(
 ) -> Result<(Option<SparseLinear>, LayerChoice)> {
     let size = weight.size();
     let sparse = SparseLinear::new(weight, bias).map_err(|err| err.at(key))?;
-    let on_cpu =
-        |t: &Tensor| tch::no_grad(|| t.f_detach()?.f_to(Device::Cpu)?.f_to_kind(Kind::Float));
-    let weight = on_cpu(weight)?.f_contiguous()?;
-    let bias = bias.map(on_cpu).transpose()?;
+    let weight = float_on_cpu(weight)?.f_contiguous()?;
+    let bias = bias.map(float_on_cpu).transpose()?;
     let xs = Tensor::f_randn([options.batch.max(1), size[1]], (Kind::Float, Device::Cpu))?;
     let (dense_seconds, sparse_seconds) = alternating_medians(
         options.calls,
@@ -257,6 +255,18 @@ pub(super) fn measure_in(
     })
 }
 
+/// `t` detached, as `f32` on the CPU: what a layer's dense form is timed with.
+pub(super) fn float_on_cpu(t: &Tensor) -> Result<Tensor> {
+    Ok(tch::no_grad(|| {
+        t.f_detach()?.f_to(Device::Cpu)?.f_to_kind(Kind::Float)
+    })?)
+}
+
+/// Whether `weight` holds a zero: what makes a layer a candidate for a sparse form.
+pub(super) fn has_zeros(weight: &Tensor) -> Result<bool> {
+    Ok(tch::no_grad(|| weight.f_eq(0)?.f_any()?.f_int64_value(&[]))? != 0)
+}
+
 /// The sparse form `weight` can be measured in on its device, if any: CSR for a float CPU
 /// weight with zeros, 2:4 for a fp16/bf16 CUDA weight that is 2:4 and fits cuSPARSELt.
 pub(super) fn candidate_format(weight: &Tensor) -> Result<Option<SparseFormat>> {
@@ -264,8 +274,7 @@ pub(super) fn candidate_format(weight: &Tensor) -> Result<Option<SparseFormat>> 
     if size.len() != 2 || !weight.is_floating_point() {
         return Ok(None);
     }
-    let has_zeros = tch::no_grad(|| weight.f_eq(0)?.f_any()?.f_int64_value(&[]))? != 0;
-    if !has_zeros {
+    if !has_zeros(weight)? {
         return Ok(None);
     }
     if weight.device() == Device::Cpu {
@@ -334,12 +343,20 @@ pub(super) fn varstore_layer(
     Ok((key, weight, bias))
 }
 
-impl nn::Module for Linear {
-    fn forward(&self, xs: &Tensor) -> Tensor {
+impl Linear {
+    /// The layer applied to `xs`; an error says what does not fit.
+    pub fn try_forward(&self, xs: &Tensor) -> Result<Tensor> {
         match self {
-            Linear::Dense { weight, bias } => xs.linear(weight, bias.as_ref()),
-            Linear::Sparse(sparse) => nn::Module::forward(sparse.as_ref(), xs),
-            Linear::SemiStructured(sparse) => nn::Module::forward(sparse.as_ref(), xs),
+            Linear::Dense { weight, bias } => Ok(xs.f_linear(weight, bias.as_ref())?),
+            Linear::Sparse(sparse) => sparse.try_forward(xs),
+            Linear::SemiStructured(sparse) => sparse.try_forward(xs),
         }
+    }
+}
+
+impl nn::Module for Linear {
+    /// Panics, as tch's own layers do, on an input of the wrong shape, dtype or device.
+    fn forward(&self, xs: &Tensor) -> Tensor {
+        self.try_forward(xs).unwrap_or_else(|err| panic!("{err}"))
     }
 }

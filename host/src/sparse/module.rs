@@ -8,10 +8,7 @@
 //! the original.
 
 use super::conv::{measure_conv, SparseConv2d};
-use super::linear::{
-    candidate_format, measure_in, LayerChoice, Linear, SparseLinear, SpeedOptions,
-};
-use super::semi_structured::SemiStructuredLinear;
+use super::linear::{candidate_format, has_zeros, measure_in, LayerChoice, Linear, SpeedOptions};
 use crate::error::{panic_message, PruneError, Result};
 use crate::module::{join, ForwardFn, Module};
 use std::collections::HashMap;
@@ -60,16 +57,14 @@ pub fn sparsify_with_input(
 
 /// A layer's sparse form.
 enum Fast {
-    Csr(SparseLinear),
-    TwoOfFour(SemiStructuredLinear),
-    Conv(SparseConv2d),
+    Linear(Linear),
+    Conv(Box<SparseConv2d>),
 }
 
 impl Fast {
     fn try_forward(&self, xs: &Tensor) -> Result<Tensor> {
         match self {
-            Fast::Csr(layer) => layer.try_forward(xs),
-            Fast::TwoOfFour(layer) => layer.try_forward(xs),
+            Fast::Linear(layer) => layer.try_forward(xs),
             Fast::Conv(layer) => layer.try_forward(xs),
         }
     }
@@ -120,12 +115,7 @@ fn convert(
         let (fast, choice) = match candidate {
             Candidate::Linear(format) => {
                 let (fast, choice) = measure_in(*format, &key, &weight, bias.as_ref(), options)?;
-                let fast = fast.map(|layer| match layer {
-                    Linear::Sparse(layer) => Fast::Csr(*layer),
-                    Linear::SemiStructured(layer) => Fast::TwoOfFour(*layer),
-                    Linear::Dense { .. } => unreachable!("measure_in gives sparse layers"),
-                });
-                (fast, choice)
+                (fast.map(Fast::Linear), choice)
             }
             Candidate::Conv2d(config) => {
                 let Some(&[_, channels, h, w]) = input_shapes.get(path.as_str()).map(Vec::as_slice)
@@ -135,7 +125,7 @@ fn convert(
                 let shape = [options.batch.max(1), channels, h, w];
                 let (fast, choice) =
                     measure_conv(&key, &weight, bias.as_ref(), *config, shape, options)?;
-                (fast.map(Fast::Conv), choice)
+                (fast.map(|conv| Fast::Conv(Box::new(conv))), choice)
             }
         };
         if let Some(fast) = fast {
@@ -157,7 +147,7 @@ fn conv_candidate(weight: &Tensor, config: &nn::ConvConfig) -> Result<bool> {
         && weight.is_floating_point()
         && config.groups == 1
         && matches!(config.padding_mode, nn::PaddingMode::Zeros);
-    Ok(takes && tch::no_grad(|| weight.f_eq(0)?.f_any()?.f_int64_value(&[]))? != 0)
+    Ok(takes && has_zeros(weight)?)
 }
 
 /// The sparse form as the layer's forward function, the original one kept for what the sparse

@@ -138,3 +138,16 @@ pub fn mlp(vs: &nn::VarStore, width: i64) -> Module {
         layers::linear(&(&root / "fc3"), width, 10, Default::default()),
     ])
 }
+
+/// A training-mode forward and backward pass of `model` on `xs`; returns the `weight_orig` of
+/// its pruned layer `layer`, for the caller to check that the gradient reached it.
+pub fn backward_to_orig(model: &Module, xs: &Tensor, layer: &str) -> Tensor {
+    let loss = model
+        .forward_t(xs, true)
+        .to_kind(Kind::Float)
+        .square()
+        .sum(Kind::Float);
+    loss.backward();
+    let orig = model.submodule(layer).unwrap().parameter("weight_orig");
+    orig.expect("a pruned layer").shallow_clone()
+}
