@@ -469,6 +469,7 @@ def workloads(runs):
         "train_step_varstore": lambda: mlp_overhead(adam, runs * 6),
         "train_step_varstore_tch_adam": lambda: mlp_overhead(adam, runs * 6),
         "train_step_module_adam": lambda: mlp_overhead(adam, runs * 6),
+        "train_step_module_masked_adam": lambda: mlp_overhead(adam, runs * 6),
         "state_bytes": lambda: state_bytes(runs),
         "many_keys": lambda: many_keys(runs),
         "shrink_lenet_b1": lambda: shrink_latency("lenet", 1, runs * 20),

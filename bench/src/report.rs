@@ -154,6 +154,15 @@ pub const WORKLOADS: &[Workload] = &[
         gpu: false,
     },
     Workload {
+        id: "train_step_module_masked_adam",
+        label: "the same, the Module path's MLP 90% pruned trained with MaskedAdam / unpruned \
+                with tch's Adam",
+        compare: Compare::SelfRatio,
+        target: 1.15,
+        kept_memory: false,
+        gpu: false,
+    },
+    Workload {
         id: "many_keys",
         label: "a plan of l1_unstructured over every weight of 100,000 small tensors, file to \
                 file; then the output's sparsity",

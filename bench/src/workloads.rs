@@ -190,6 +190,8 @@ enum MlpStep {
     TrainSgd,
     /// Forward, backward and Adam.
     TrainAdam,
+    /// Forward, backward and Adam: `MaskedAdam` for the pruned model, tch's for the unpruned.
+    TrainMaskedAdam,
 }
 
 /// A step of the Module path's MLP, 90% pruned (PyTorch's reparametrization) against unpruned.
@@ -208,8 +210,17 @@ fn mlp_overhead(step: MlpStep, calls: usize) -> Value {
                 let _y = tch::no_grad(|| model.forward(&x));
             });
         }
+        if pruned && step == MlpStep::TrainMaskedAdam {
+            let mut opt = MaskedAdam::new(&vs, nn::Adam::default(), 1e-3).expect("an optimizer");
+            return Box::new(move || {
+                let loss = model
+                    .forward_t(&x, true)
+                    .mse_loss(&target, tch::Reduction::Mean);
+                opt.backward_step(&model, &loss).expect("a step");
+            });
+        }
         let mut opt = match step {
-            MlpStep::TrainAdam => nn::Adam::default().build(&vs, 1e-3),
+            MlpStep::TrainAdam | MlpStep::TrainMaskedAdam => nn::Adam::default().build(&vs, 1e-3),
             _ => nn::Sgd::default().build(&vs, 0.01),
         }
         .expect("an optimizer");
@@ -442,6 +453,7 @@ pub fn run(id: &str, runs: usize) -> Result<Value> {
         "train_step_varstore" => train_step_varstore(Update::MaskedAdam, runs * 6),
         "train_step_varstore_tch_adam" => train_step_varstore(Update::TchAdamThenMasks, runs * 6),
         "train_step_module_adam" => mlp_overhead(MlpStep::TrainAdam, runs * 6),
+        "train_step_module_masked_adam" => mlp_overhead(MlpStep::TrainMaskedAdam, runs * 6),
         "state_bytes" => state_bytes()?,
         "many_keys" => many_keys((runs / 2).max(3))?,
         "shrink_lenet_b1" => shrink_latency(ShrinkModel::LeNet, 1, runs * 20),

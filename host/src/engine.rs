@@ -17,7 +17,7 @@ use crate::container::{all_kept, combine_masks, first_mask};
 use crate::error::{PruneError, Result};
 use crate::method::global_magnitude::global_magnitude_masks;
 use crate::method::{CustomFromMask, PruningMethod, PruningType};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tch::Tensor;
 
@@ -29,6 +29,18 @@ pub struct PlannedMask {
     pub method: Arc<dyn PruningMethod>,
     /// The new `bool` mask.
     pub mask: Tensor,
+}
+
+/// Where an optimizer that knows the masks ([`MaskedAdam`](crate::optim::MaskedAdam)) finds each
+/// trainable variable's mask, and what the pruned entries of a variable are.
+pub enum TrainingMasks<'a> {
+    /// The variables hold zeros where pruned and must keep them (a
+    /// [`VarStorePruner`](crate::VarStorePruner)): the masks by variable name.
+    Zeroed(&'a crate::VarStorePruner),
+    /// The variables are PyTorch's `name_orig` tensors (a [`Module`](crate::Module)), whose
+    /// pruned entries the forward pass never reads: the masks by their `name_orig`'s data
+    /// address.
+    Reparametrized(HashMap<usize, &'a Tensor>),
 }
 
 /// What a front end provides to the engine. Public only so that the sealed
@@ -57,6 +69,9 @@ pub trait MaskStore {
     /// Writes `values` (checked by [`check_values`]) into the tensor at `path`, in place and
     /// without gradients, where the forward pass reads it: pruned entries stay pruned.
     fn overwrite(&mut self, path: &str, values: &Tensor) -> Result<()>;
+
+    /// The masks an optimizer trains the pruned variables with.
+    fn training_masks(&self) -> TrainingMasks<'_>;
 }
 
 /// Checks that `values` can be written into the tensor at `path`: same shape, a dtype it converts

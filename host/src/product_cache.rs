@@ -38,7 +38,8 @@ pub(crate) struct ProductCache {
     entries: Mutex<Vec<Entry>>,
 }
 
-fn version(t: &Tensor) -> i64 {
+/// `t`'s autograd version counter, which every in-place operation bumps (-1 if unknown).
+pub(crate) fn version(t: &Tensor) -> i64 {
     t.f_internal_version().unwrap_or(-1)
 }
 

@@ -6,7 +6,7 @@
 //! the buffer and join the tensor's history. `remove` makes it permanent.
 
 use crate::container::PruningContainer;
-use crate::engine::{MaskStore, PlannedMask};
+use crate::engine::{MaskStore, PlannedMask, TrainingMasks};
 use crate::error::{PruneError, Result};
 use crate::mask_in_place;
 use crate::module::{mask_name, orig_name, split_tensor_path, Module};
@@ -129,6 +129,20 @@ impl MaskStore for Module {
         let (mut stored, _) = tensor_state(self, path, false)?;
         tch::no_grad(|| stored.f_copy_(values))?;
         Ok(())
+    }
+
+    fn training_masks(&self) -> TrainingMasks<'_> {
+        let mut by_orig = std::collections::HashMap::new();
+        for (_, module) in self.named_modules() {
+            for hook in module.pruning_hooks() {
+                if let Ok((orig, mask)) = module.pruned_pair(hook.tensor_name()) {
+                    if orig.numel() > 0 {
+                        by_orig.insert(orig.data_ptr() as usize, mask);
+                    }
+                }
+            }
+        }
+        TrainingMasks::Reparametrized(by_orig)
     }
 }
 

@@ -18,7 +18,7 @@
 
 use crate::checkpoint::{self, LoadReport, MaskDtype};
 use crate::container::PruningContainer;
-use crate::engine::{MaskStore, PlannedMask};
+use crate::engine::{MaskStore, PlannedMask, TrainingMasks};
 use crate::error::{PruneError, Result};
 use crate::mask_in_place;
 use crate::method::custom::to_binary_mask;
@@ -514,6 +514,10 @@ impl MaskStore for VarStorePruner {
             write_mask(&mut variable, &pruned.mask, path)?;
         }
         Ok(())
+    }
+
+    fn training_masks(&self) -> TrainingMasks<'_> {
+        TrainingMasks::Zeroed(self)
     }
 }
 

@@ -3,7 +3,7 @@
 use tch::nn::OptimizerConfig;
 use tch::{nn, Device, Kind, Tensor};
 use tchprune::optim::MaskedAdam;
-use tchprune::{prune, Norm, PruneError, VarStorePruner};
+use tchprune::{prune, Module, Norm, PruneError, VarStorePruner};
 
 const STEPS: usize = 30;
 
@@ -160,4 +160,167 @@ fn amsgrad_is_refused() {
     };
     let err = MaskedAdam::new(&vs, config, 1e-3).unwrap_err();
     assert!(matches!(err, PruneError::InvalidArgument { .. }), "{err}");
+}
+
+/// A module holding `vs`'s variables as its parameters (the same tensors), as `layers` builds
+/// them.
+fn module_on(vs: &nn::VarStore) -> Module {
+    let variables = vs.variables();
+    Module::new("Holder")
+        .with_parameter("weight", variables["weight"].shallow_clone())
+        .with_parameter("bias", variables["bias"].shallow_clone())
+}
+
+/// A loss through the module's forward view of its tensors (`orig * mask` where pruned), whose
+/// gradient there is `gradients`.
+fn module_loss(module: &Module, gradients: &[(String, Tensor)]) -> Tensor {
+    gradients
+        .iter()
+        .map(|(name, g)| (module.get(name) * g).sum(Kind::Double))
+        .fold(Tensor::zeros([], (Kind::Double, Device::Cpu)), |a, b| a + b)
+}
+
+/// `orig` of the module's pruned `weight`, copied.
+fn weight_orig(module: &Module) -> Tensor {
+    module.parameter("weight_orig").unwrap().detach().copy()
+}
+
+#[test]
+fn a_module_pruned_before_training_without_decay_trains_as_with_libtorchs_adam() {
+    let (ours_vs, theirs_vs) = twins(Kind::Float);
+    let (mut ours_model, mut theirs_model) = (module_on(&ours_vs), module_on(&theirs_vs));
+    for model in [&mut ours_model, &mut theirs_model] {
+        prune::l1_unstructured(model, "weight", 0.9, None).unwrap();
+    }
+    let before = weight_orig(&ours_model);
+    let config = nn::Adam::default();
+    let mut ours = MaskedAdam::new(&ours_vs, config, 1e-2).unwrap();
+    let mut theirs = config.build(&theirs_vs, 1e-2).unwrap();
+    for _ in 0..STEPS {
+        let g = gradients(&ours_vs);
+        ours.backward_step(&ours_model, &module_loss(&ours_model, &g))
+            .unwrap();
+        theirs.backward_step(&module_loss(&theirs_model, &g));
+    }
+    // Every entry of `orig`, the pruned ones (untouched by both) included.
+    let (ours_orig, theirs_orig) = (weight_orig(&ours_model), weight_orig(&theirs_model));
+    assert_close(&ours_orig, &theirs_orig, "weight_orig");
+    let mask = ours_model.buffer("weight_mask").unwrap();
+    assert!(ours_orig
+        .masked_select(&mask.logical_not())
+        .equal(&before.masked_select(&mask.logical_not())));
+    assert!(!ours_orig.equal(&before), "the kept entries were trained");
+    assert_close(
+        &ours_vs.variables()["bias"],
+        &theirs_vs.variables()["bias"],
+        "bias",
+    );
+}
+
+#[test]
+fn a_module_keeps_its_pruned_entries_and_trains_the_kept_ones_as_libtorchs_adam() {
+    let (ours_vs, theirs_vs) = twins(Kind::Float);
+    let (mut ours_model, mut theirs_model) = (module_on(&ours_vs), module_on(&theirs_vs));
+    let mut ours = MaskedAdam::new(&ours_vs, adam(), 1e-2).unwrap();
+    let mut theirs = adam().build(&theirs_vs, 1e-2).unwrap();
+    let mut step = |ours_model: &Module, theirs_model: &Module| {
+        let g = gradients(&ours_vs);
+        ours.backward_step(ours_model, &module_loss(ours_model, &g))
+            .unwrap();
+        theirs.backward_step(&module_loss(theirs_model, &g));
+    };
+    // Dense first: Adam's moments are not zero where pruning cuts.
+    for _ in 0..5 {
+        step(&ours_model, &theirs_model);
+    }
+    for round in 0..2 {
+        for model in [&mut ours_model, &mut theirs_model] {
+            if round == 0 {
+                prune::l1_unstructured(model, "weight", 0.9, None).unwrap();
+            } else {
+                prune::ln_structured(model, "weight", 16, Norm::P(1.0), 0, None).unwrap();
+            }
+        }
+        let mask = ours_model.buffer("weight_mask").unwrap().shallow_clone();
+        assert!(mask.equal(theirs_model.buffer("weight_mask").unwrap()));
+        let before = weight_orig(&ours_model);
+        for _ in 0..STEPS {
+            step(&ours_model, &theirs_model);
+        }
+        let pruned = mask.logical_not();
+        let ours_orig = weight_orig(&ours_model);
+        assert!(
+            ours_orig
+                .masked_select(&pruned)
+                .equal(&before.masked_select(&pruned)),
+            "round {round}: a pruned entry of weight_orig moved"
+        );
+        assert!(
+            !weight_orig(&theirs_model)
+                .masked_select(&pruned)
+                .equal(&before.masked_select(&pruned)),
+            "round {round}: libtorch's Adam moves pruned entries (decay, earlier momentum)"
+        );
+        // What the forward pass reads is libtorch's.
+        assert_close(
+            &ours_model.get("weight"),
+            &theirs_model.get("weight"),
+            "weight",
+        );
+        assert_close(
+            &ours_vs.variables()["bias"],
+            &theirs_vs.variables()["bias"],
+            "bias",
+        );
+    }
+}
+
+#[test]
+fn a_mask_written_in_place_is_followed_from_the_next_step() {
+    let vs = twins(Kind::Float).0;
+    let mut model = module_on(&vs);
+    prune::l1_unstructured(&mut model, "weight", 0.5, None).unwrap();
+    let mut adam = MaskedAdam::new(&vs, nn::Adam::default(), 1e-2).unwrap();
+    let mut step = |model: &Module| {
+        let g = gradients(&vs);
+        adam.backward_step(model, &module_loss(model, &g)).unwrap();
+    };
+    step(&model);
+    // Prune a kept entry by writing the buffer itself (same tensor, a new version).
+    let mask = model.buffer("weight_mask").unwrap().shallow_clone();
+    let kept_at = mask
+        .flatten(0, -1)
+        .to_kind(Kind::Int64)
+        .argmax(0, false)
+        .int64_value(&[]);
+    let (row, col) = (kept_at / 48, kept_at % 48);
+    let _ = tch::no_grad(|| mask.get(row).get(col).fill_(0));
+    let before = weight_orig(&model).double_value(&[row, col]);
+    for _ in 0..3 {
+        step(&model);
+    }
+    assert_eq!(weight_orig(&model).double_value(&[row, col]), before);
+    assert_eq!(model.get("weight").double_value(&[row, col]), 0.0);
+}
+
+#[test]
+fn a_module_variable_libtorch_updates_keeps_its_pruned_entries() {
+    // bf16 variables go to libtorch's Adam; `weight_orig` must not be multiplied by the mask.
+    let vs = twins(Kind::BFloat16).0;
+    let mut model = module_on(&vs);
+    prune::l1_unstructured(&mut model, "weight", 0.5, None).unwrap();
+    let before = weight_orig(&model);
+    let mask = model.buffer("weight_mask").unwrap().shallow_clone();
+    let mut adam = MaskedAdam::new(&vs, nn::Adam::default(), 1e-2).unwrap();
+    for _ in 0..3 {
+        let g = gradients(&vs);
+        adam.backward_step(&model, &module_loss(&model, &g))
+            .unwrap();
+    }
+    let pruned = mask.logical_not();
+    let after = weight_orig(&model);
+    assert!(after
+        .masked_select(&pruned)
+        .equal(&before.masked_select(&pruned)));
+    assert!(!after.equal(&before));
 }
