@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine from the repository root (copied there as .gpu/run.sh by
 # scripts/gpu.sh prepare): the CUDA tests, then the GPU benchmark rows next to PyTorch on the
-# image's own torch 2.11.0; everything it prints goes to $OUT too.
+# image's own torch 2.11.0; everything it prints goes to $OUT too. The time limits add up to
+# 510 s at most (3 x 90 + 240), under the device's 600 s per call.
 set -uo pipefail
 OUT="${OUT:-/tmp/gpu-out}"
 mkdir -p "$OUT"
@@ -15,10 +16,10 @@ export TCHPRUNE_PYTHON="$PY" TCHPRUNE_BENCH_SCRIPT="$PWD/.gpu/pytorch_bench.py"
   nvidia-smi --query-gpu=name,memory.total --format=csv || true
   for t in dtypes_devices sparse_linear sparse_two_of_four; do
     echo "== $t"
-    timeout 240 ".gpu/$t" --nocapture 2>&1 | tail -20
+    timeout 90 ".gpu/$t" --nocapture 2>&1 | tail -20
   done
   echo "== GPU benchmark rows"
-  timeout 300 .gpu/tchprune-bench --root "$OUT" --runs 3 \
+  timeout 240 .gpu/tchprune-bench --root "$OUT" --runs 3 \
     --only l1_unstructured_4096_cuda --only ln_structured_4096_cuda --only global_resnet50_cuda \
     --only semi_structured_4096_b4096 --only semi_structured_8192_b8192 \
     --only semi_structured_16384_b4096
