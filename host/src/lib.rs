@@ -59,6 +59,7 @@ pub mod shrink;
 mod small_loops;
 pub mod sparse;
 pub mod sparsity;
+mod tensor_data;
 mod varstore;
 
 pub use amount::Amount;

@@ -8,6 +8,7 @@
 //! mask`. Other dtypes and devices keep libtorch's multiply.
 
 use crate::parallel;
+use crate::tensor_data::{entries, entries_mut};
 use tch::{Device, Kind, Tensor};
 
 /// Multiplies `orig` by the `bool` tensor `mask` (same shape) in place, without recording
@@ -27,18 +28,14 @@ pub(crate) fn mul_mask_(orig: &mut Tensor, mask: &Tensor) -> tch::Result<()> {
     let len = orig.numel();
     // SAFETY: both tensors are contiguous CPU tensors of `len` entries of the matched types,
     // and `mask` is a different tensor from `orig` (bool vs float), so the slices do not overlap.
-    let keep = unsafe { std::slice::from_raw_parts(mask.data_ptr().cast::<bool>(), len) };
+    let keep = unsafe { entries::<bool>(mask, len) };
     match orig.kind() {
-        Kind::Float => multiply(
-            unsafe { std::slice::from_raw_parts_mut(orig.data_ptr().cast::<f32>(), len) },
-            keep,
-            |x, k| x * f32::from(u8::from(k)),
-        ),
-        _ => multiply(
-            unsafe { std::slice::from_raw_parts_mut(orig.data_ptr().cast::<f64>(), len) },
-            keep,
-            |x, k| x * f64::from(u8::from(k)),
-        ),
+        Kind::Float => multiply(unsafe { entries_mut::<f32>(orig, len) }, keep, |x, k| {
+            x * f32::from(u8::from(k))
+        }),
+        _ => multiply(unsafe { entries_mut::<f64>(orig, len) }, keep, |x, k| {
+            x * f64::from(u8::from(k))
+        }),
     }
     bump_version(orig)
 }

@@ -30,6 +30,7 @@ use crate::mask_in_place::bump_version;
 use crate::parallel;
 use crate::product_cache::version;
 use crate::prune::Prunable;
+use crate::tensor_data::{entries, entries_mut};
 #[cfg(doc)]
 use crate::VarStorePruner;
 use std::collections::{HashMap, HashSet};
@@ -459,22 +460,22 @@ impl<T: Element> Fused<T> {
             self.relayout(len, kept);
         }
         let g = g.f_contiguous()?;
-        let (pp, gp) = (p.data_ptr().cast::<T>(), g.data_ptr().cast::<T>());
         match &self.kept {
             // SAFETY: `p` and `g` are distinct contiguous CPU tensors of `len` entries of `T`
             // (checked by the caller and above), not otherwise accessed during the update.
             None => unsafe {
                 update_dense(
-                    std::slice::from_raw_parts_mut(pp, len),
-                    std::slice::from_raw_parts(gp, len),
+                    entries_mut(p, len),
+                    entries(&g, len),
                     &mut self.m,
                     &mut self.v,
                     c,
                 )
             },
             // SAFETY: as above, and the kept indices come in increasing order from a mask of
-            // `p`'s shape.
+            // `p`'s shape (none when `p` has no entries, so the pointers are not read).
             Some(kept) => unsafe {
+                let (pp, gp) = (p.data_ptr().cast::<T>(), g.data_ptr().cast::<T>());
                 update_kept(Shared(pp), gp, &kept.indices, &mut self.m, &mut self.v, c)
             },
         }
@@ -490,7 +491,7 @@ fn kept_indices(mask: &Tensor, id: MaskId) -> Result<Kept> {
         .f_to_kind(Kind::Bool)?
         .f_contiguous()?;
     // SAFETY: a contiguous CPU bool tensor, alive for the borrow.
-    let keep = unsafe { std::slice::from_raw_parts(mask.data_ptr().cast::<bool>(), mask.numel()) };
+    let keep = unsafe { entries::<bool>(&mask, mask.numel()) };
     let indices = keep
         .iter()
         .enumerate()

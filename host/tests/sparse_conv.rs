@@ -244,3 +244,33 @@ fn an_example_the_model_does_not_take_is_an_error_that_changes_nothing() {
     let choices = sparse::sparsify_with_input(&mut model, &xs, &options(0.0)).unwrap();
     assert_eq!(choices.len(), 1);
 }
+
+#[test]
+fn a_pruned_tap_is_skipped_so_a_nan_input_stays_out_of_the_outputs_it_reaches_pruned() {
+    // One input channel, two output channels: the first keeps the centre tap, the second only
+    // the top-left one, so the NaN in the middle of the input reaches the second output's
+    // centre through pruned taps only.
+    let mut kernel = vec![0.0f32; 18];
+    kernel[4] = 1.0;
+    kernel[9] = 1.0;
+    let weight = Tensor::from_slice(&kernel).reshape([2, 1, 3, 3]);
+    let mut input = vec![1.0f32; 9];
+    input[4] = f32::NAN;
+    let xs = Tensor::from_slice(&input).reshape([1, 1, 3, 3]);
+    let config = nn::ConvConfig {
+        padding: 1,
+        ..Default::default()
+    };
+    let layer = SparseConv2d::new(&weight, None, &config).unwrap();
+    let sparse = layer.forward(&xs);
+    let dense = xs.conv2d::<Tensor>(&weight, None, 1, 1, 1, 1);
+    assert!(
+        dense.double_value(&[0, 1, 1, 1]).is_nan(),
+        "0 * NaN in the dense sum"
+    );
+    assert_eq!(sparse.double_value(&[0, 1, 1, 1]), 1.0);
+    assert!(
+        sparse.double_value(&[0, 0, 1, 1]).is_nan(),
+        "a kept tap reads the NaN"
+    );
+}

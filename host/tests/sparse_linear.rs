@@ -168,3 +168,20 @@ fn a_varstore_layer_in_its_faster_form() {
     let err = sparse::Linear::from_varstore(&vs, "fc9", &never).unwrap_err();
     assert!(err.to_string().contains("fc9.weight"), "{err}");
 }
+
+#[test]
+fn a_pruned_weight_is_skipped_so_an_infinite_input_stays_out_of_the_outputs_it_reaches_pruned() {
+    // Output 0 reads input 0 through a kept weight, output 1 only through a pruned one.
+    let weight = Tensor::from_slice(&[2.0f32, 1.0, 0.0, 1.0]).reshape([2, 2]);
+    let layer = SparseLinear::new(&weight, None).unwrap();
+    let xs = Tensor::from_slice(&[f32::INFINITY, 1.0]).reshape([1, 2]);
+    let dense = xs.linear::<Tensor>(&weight, None);
+    let sparse = layer.forward(&xs);
+    assert_eq!(dense.double_value(&[0, 0]), f64::INFINITY);
+    assert!(
+        dense.double_value(&[0, 1]).is_nan(),
+        "0 * inf in the dense sum"
+    );
+    assert_eq!(sparse.double_value(&[0, 0]), f64::INFINITY);
+    assert_eq!(sparse.double_value(&[0, 1]), 1.0);
+}

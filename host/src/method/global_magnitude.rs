@@ -15,6 +15,7 @@ use super::select::{cpu_values, EXACT_TIES_LIMIT};
 use crate::amount::Amount;
 use crate::error::Result;
 use crate::parallel::{chunks, on_chunks, on_chunks_mut, on_threads};
+use crate::tensor_data::{entries, entries_mut};
 use tch::{Device, Kind, Tensor};
 
 /// Each tensor's new mask (`bool`, its shape), or `None` when this path does not apply (not
@@ -53,9 +54,8 @@ pub(crate) fn global_magnitude_masks(
         .map(|mask| {
             // SAFETY: a contiguous CPU bool tensor of the score's size, borrowed while
             // `bool_masks` lives.
-            mask.as_ref().map(|mask| unsafe {
-                std::slice::from_raw_parts(mask.data_ptr().cast::<bool>(), mask.numel())
-            })
+            mask.as_ref()
+                .map(|mask| unsafe { entries::<bool>(mask, mask.numel()) })
         })
         .collect();
     // Tensors with fewer live entries than pruned ones are ranked from a gathered copy of their
@@ -104,9 +104,7 @@ pub(crate) fn global_magnitude_masks(
             let mask = Tensor::f_empty(score.size(), (Kind::Bool, Device::Cpu))?;
             // SAFETY: a fresh contiguous CPU bool tensor, written only through this slice
             // (every entry of it: `write_kept` leaves none uninitialized).
-            let out = unsafe {
-                std::slice::from_raw_parts_mut(mask.data_ptr().cast::<bool>(), mask.numel())
-            };
+            let out = unsafe { entries_mut::<bool>(&mask, mask.numel()) };
             ranked.write_kept(&mut selected, out);
             Ok(mask)
         })

@@ -8,6 +8,7 @@
 
 use crate::error::{PruneError, Result};
 use crate::parallel;
+use crate::tensor_data::{entries, entries_mut};
 use std::sync::Mutex;
 use tch::{Device, Kind, Tensor};
 
@@ -65,7 +66,7 @@ fn on_libtorch_threads(count: usize, work: &(dyn Fn(usize) + Sync)) {
 /// `t` is a contiguous `f32` CPU tensor, and outlives the slice.
 pub(super) unsafe fn floats(t: &Tensor) -> &[f32] {
     // SAFETY: as the caller promises.
-    unsafe { std::slice::from_raw_parts(t.data_ptr().cast::<f32>(), t.numel()) }
+    unsafe { entries(t, t.numel()) }
 }
 
 /// The floats of a contiguous `f32` CPU tensor, to write.
@@ -75,7 +76,7 @@ pub(super) unsafe fn floats(t: &Tensor) -> &[f32] {
 #[allow(clippy::mut_from_ref)]
 pub(super) unsafe fn floats_mut(t: &Tensor) -> &mut [f32] {
     // SAFETY: as the caller promises.
-    unsafe { std::slice::from_raw_parts_mut(t.data_ptr().cast::<f32>(), t.numel()) }
+    unsafe { entries_mut(t, t.numel()) }
 }
 
 /// Column indices, as narrow as the number of columns allows.

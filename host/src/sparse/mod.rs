@@ -11,8 +11,14 @@
 //! runs on and picks the faster; [`sparsify`] does that for every pruned linear layer of a
 //! [`Module`](crate::Module) (CSR on the CPU, 2:4 on CUDA), [`sparsify_with_input`] for its
 //! convolutions too, and [`Linear::from_varstore`] for a layer of a tch model; each reports
-//! what it chose ([`LayerChoice`]). Convolutions run as their unfolded patches times the same
-//! kernel ([`SparseConv2d`], [`Conv2d::from_varstore`]), which pays only at high sparsity.
+//! what it chose ([`LayerChoice`]). Convolutions ([`SparseConv2d`], [`Conv2d::from_varstore`])
+//! add each non-zero weight's shifted input plane to its output plane where the output rows are
+//! wide, and multiply the unfolded patches by the same kernel elsewhere; they pay only at high
+//! sparsity.
+//!
+//! A pruned weight is skipped, not multiplied by: where an input entry is infinite or NaN, the
+//! dense layer's outputs that read it through a pruned weight are NaN (`0 * inf`), the sparse
+//! layer's are not. Finite inputs give the dense outputs within float rounding.
 //!
 //! ```
 //! use tch::{nn, Device, Kind, Tensor};

@@ -1,0 +1,32 @@
+//! Rust slices over a tensor's memory, for the loops that read or write it directly.
+//!
+//! libtorch may give a tensor without entries a null data pointer, and a slice made from a null
+//! pointer is undefined behaviour even when it is empty; these give `&[]` for no entries.
+
+use tch::Tensor;
+
+/// The first `len` entries of `t` as `T`s.
+///
+/// # Safety
+/// `t` is a contiguous CPU tensor of at least `len` entries laid out as `T`, alive and not
+/// written while the slice lives.
+pub(crate) unsafe fn entries<T>(t: &Tensor, len: usize) -> &[T] {
+    if len == 0 {
+        return &[];
+    }
+    // SAFETY: as the caller promises; the pointer is not null for a tensor with entries.
+    unsafe { std::slice::from_raw_parts(t.data_ptr().cast::<T>(), len) }
+}
+
+/// The first `len` entries of `t` as `T`s, to write.
+///
+/// # Safety
+/// As [`entries`], and nothing else reads or writes those entries while the slice lives.
+#[allow(clippy::mut_from_ref)]
+pub(crate) unsafe fn entries_mut<T>(t: &Tensor, len: usize) -> &mut [T] {
+    if len == 0 {
+        return &mut [];
+    }
+    // SAFETY: as the caller promises; the pointer is not null for a tensor with entries.
+    unsafe { std::slice::from_raw_parts_mut(t.data_ptr().cast::<T>(), len) }
+}
