@@ -7,6 +7,7 @@
 //! they lie; each returns `None` for what it does not handle (other devices, non-contiguous
 //! tensors, other dtypes), and the caller falls back to libtorch.
 
+use crate::tensor_data::entries_mut;
 use tch::{Device, Kind, Tensor};
 
 /// The entries of a contiguous CPU tensor, by storage type.
@@ -139,12 +140,9 @@ pub(crate) fn binary_to_bool(mask: &Tensor) -> Option<Result<Tensor, ()>> {
         return Some(Err(()));
     };
     let out = Tensor::f_empty(mask.size(), (Kind::Bool, Device::Cpu)).ok()?;
-    if !kept.is_empty() {
-        // SAFETY: a new contiguous CPU bool tensor of `kept.len()` entries; `bool` has the
-        // layout of libtorch's bool.
-        unsafe { std::slice::from_raw_parts_mut(out.data_ptr().cast::<bool>(), kept.len()) }
-            .copy_from_slice(&kept);
-    }
+    // SAFETY: a new contiguous CPU bool tensor of `kept.len()` entries; `bool` has the layout
+    // of libtorch's bool.
+    unsafe { entries_mut::<bool>(&out, kept.len()) }.copy_from_slice(&kept);
     Some(Ok(out))
 }
 

@@ -13,6 +13,7 @@
 
 use super::radix::{self, Order, Part, Values};
 use crate::error::Result;
+use crate::tensor_data::{entries, entries_mut};
 use tch::{Device, Kind, Tensor};
 
 /// Up to this many entries, ambiguous ties are resolved by `topk` exactly as PyTorch does.
@@ -129,8 +130,7 @@ fn radix_select(values: &Tensor, k: i64, end: End) -> Result<Option<Tensor>> {
     }
     let selected = Tensor::f_zeros([n], (Kind::Bool, Device::Cpu))?;
     // SAFETY: a fresh contiguous CPU bool tensor of `n` entries, written only here.
-    let flags =
-        unsafe { std::slice::from_raw_parts_mut(selected.data_ptr().cast::<bool>(), n as usize) };
+    let flags = unsafe { entries_mut::<bool>(&selected, n as usize) };
     radix::mark(&[part], threshold, missing, order, &mut [flags]);
     Ok(Some(selected))
 }
@@ -162,9 +162,9 @@ pub(crate) fn magnitude_mask(
     };
     let mask = Tensor::f_empty(t.size(), (Kind::Bool, Device::Cpu))?;
     // SAFETY: a fresh contiguous CPU bool tensor of `n` entries, written only here.
-    let flags = unsafe { std::slice::from_raw_parts_mut(mask.data_ptr().cast::<bool>(), n) };
+    let flags = unsafe { entries_mut::<bool>(&mask, n) };
     // SAFETY: a contiguous CPU bool tensor of `n` entries, read only.
-    let default = unsafe { std::slice::from_raw_parts(default_mask.data_ptr().cast::<bool>(), n) };
+    let default = unsafe { entries::<bool>(default_mask, n) };
     if k == 0 {
         flags.copy_from_slice(default);
         return Ok(Some(mask));
