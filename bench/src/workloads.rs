@@ -210,26 +210,21 @@ fn mlp_overhead(step: MlpStep, calls: usize) -> Value {
                 let _y = tch::no_grad(|| model.forward(&x));
             });
         }
+        let loss = move |model: &Module| {
+            model
+                .forward_t(&x, true)
+                .mse_loss(&target, tch::Reduction::Mean)
+        };
         if pruned && step == MlpStep::TrainMaskedAdam {
             let mut opt = MaskedAdam::new(&vs, nn::Adam::default(), 1e-3).expect("an optimizer");
-            return Box::new(move || {
-                let loss = model
-                    .forward_t(&x, true)
-                    .mse_loss(&target, tch::Reduction::Mean);
-                opt.backward_step(&model, &loss).expect("a step");
-            });
+            return Box::new(move || opt.backward_step(&model, &loss(&model)).expect("a step"));
         }
         let mut opt = match step {
             MlpStep::TrainAdam | MlpStep::TrainMaskedAdam => nn::Adam::default().build(&vs, 1e-3),
             _ => nn::Sgd::default().build(&vs, 0.01),
         }
         .expect("an optimizer");
-        Box::new(move || {
-            let loss = model
-                .forward_t(&x, true)
-                .mse_loss(&target, tch::Reduction::Mean);
-            opt.backward_step(&loss);
-        })
+        Box::new(move || opt.backward_step(&loss(&model)))
     };
     let (dense, pruned) = interleaved(calls, make_step(false), make_step(true));
     json!({"ratio": pruned / dense, "dense_seconds": dense, "pruned_seconds": pruned})

@@ -11,11 +11,11 @@
 //! On the [`Module`](crate::Module) path (PyTorch's reparametrization) libtorch's Adam costs
 //! more still: the gradient of `name_orig` is zero wherever the mask prunes, so are Adam's
 //! second moments there, and libtorch's square root of zero took five times as long as of
-//! other floats on our CPU (AMD EPYC, libtorch 2.11). `MaskedAdam` steps such a module's `name_orig` at its kept entries
-//! only and leaves the pruned ones as they are. libtorch's Adam leaves them as they are too
-//! when the weight decay is zero and the tensor was pruned before its first step; otherwise it
-//! keeps moving them (decay, momentum from before the pruning), which the forward pass never
-//! sees, since it reads `orig * mask`.
+//! other floats on our CPU (AMD EPYC, libtorch 2.11). `MaskedAdam` steps such a module's
+//! `name_orig` at its kept entries only and leaves the pruned ones as they are. libtorch's Adam
+//! leaves them as they are too when the weight decay is zero and the tensor was pruned before
+//! its first step; otherwise it keeps moving them (decay, momentum from before the pruning),
+//! which the forward pass never sees, since it reads `orig * mask`.
 //!
 //! The arithmetic is libtorch's `torch::optim::Adam` (L2 weight decay added to the gradient,
 //! bias corrections in `f64`, fused multiply-adds where libtorch's vectorized kernels use
