@@ -38,6 +38,7 @@
 mod amount;
 pub mod checkpoint;
 mod container;
+mod cpu;
 mod engine;
 mod error;
 pub mod files;

@@ -24,6 +24,7 @@
 //! libtorch-trained twin by a few units in the last place per step. Where bit-identical
 //! training matters, use tch's `nn::Adam` (with [`VarStorePruner::step`] on a `VarStore`).
 
+use crate::cpu::has_avx2_fma;
 use crate::engine::TrainingMasks;
 use crate::error::{PruneError, Result};
 use crate::mask_in_place::bump_version;
@@ -389,17 +390,6 @@ unsafe fn update_kept<T: Element>(
             kept_chunk::<T, false>(p, g.get(), indices, m, v, c);
         }
     });
-}
-
-fn has_avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
 }
 
 impl<T: Element> Fused<T> {

@@ -271,7 +271,7 @@ fn shifted_planes(
     planes: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if crate::cpu::has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA, checked just above.
         unsafe { shifted_planes_avx2(weight, x, g, start, end, planes) };
         return;

@@ -6,6 +6,8 @@
 //! count, and for a batch keeps one block of up to 64 outputs per row in vector registers while
 //! it walks the row's non-zeros over a transposed copy of the input (AVX2 where the CPU has it).
 
+#[cfg(target_arch = "x86_64")]
+use crate::cpu::has_avx2_fma;
 use crate::error::{PruneError, Result};
 use crate::parallel;
 use crate::tensor_data::{entries, entries_mut};
@@ -362,11 +364,7 @@ impl CsrMatrix {
     fn rows_times(&self, start: usize, end: usize, xt: &[f32], width: usize, out: &mut [f32]) {
         // A block of 8 whose inputs fit an L2 cache needs no tiles.
         #[cfg(target_arch = "x86_64")]
-        if width == 8
-            && self.cols * 8 * 4 <= UNTILED_INPUT_BYTES
-            && std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-        {
+        if width == 8 && self.cols * 8 * 4 <= UNTILED_INPUT_BYTES && has_avx2_fma() {
             // SAFETY: the CPU has AVX2 and FMA, checked just above.
             unsafe {
                 match &self.columns {
@@ -379,9 +377,7 @@ impl CsrMatrix {
         if matches!(width, 8 | 16 | 32) {
             let tiled = self.tiled();
             #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
+            if has_avx2_fma() {
                 // SAFETY: the CPU has AVX2 and FMA, checked just above.
                 unsafe { tiled_avx2(tiled, self.rows, start, end, xt, width, out) };
                 return;
