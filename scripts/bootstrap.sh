@@ -56,7 +56,8 @@ if ! "$VENV/bin/python" -c "import torch, torchvision, numpy, safetensors, compr
   CONSTRAINTS="$(mktemp)"
   trap 'rm -f "$CONSTRAINTS"' EXIT
   echo "torch==$TORCH_VERSION" >"$CONSTRAINTS"
-  "$VENV/bin/python" -m pip install --quiet -c "$CONSTRAINTS" "torch==$TORCH_VERSION" "${ORACLES[@]}"
+  # No wheel cache: it would keep another ~3 GB of wheels next to the installed copy.
+  "$VENV/bin/python" -m pip install --quiet --no-cache-dir -c "$CONSTRAINTS" "torch==$TORCH_VERSION" "${ORACLES[@]}"
 else
   say "torch $TORCH_VERSION already installed in $VENV"
 fi

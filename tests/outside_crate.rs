@@ -79,8 +79,9 @@ fn a_crate_outside_the_workspace_builds_and_runs_with_the_readmes_steps() {
     std::fs::write(app.join("build.rs"), build_script).unwrap();
     std::fs::write(app.join("src/main.rs"), main).unwrap();
 
-    // Not a step of the README: the workspace's lock file pins the versions the workspace
-    // already fetched, so that the build runs offline, and the target directory persists.
+    // Not steps of the README: the workspace's lock file pins the versions the workspace
+    // already fetched, so that the build runs offline; the target directory persists; and the
+    // build carries no debug info, which would only fill CI's disk.
     std::fs::copy(
         common::workspace().join("Cargo.lock"),
         app.join("Cargo.lock"),
@@ -89,6 +90,7 @@ fn a_crate_outside_the_workspace_builds_and_runs_with_the_readmes_steps() {
     let target = common::workspace().join("target/outside-crate");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = clean(&cargo, &app)
+        .env("CARGO_PROFILE_DEV_DEBUG", "false")
         .args(["build", "--offline", "--target-dir"])
         .arg(&target)
         .output()
