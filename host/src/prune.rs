@@ -46,7 +46,12 @@ pub trait Prunable: sealed::Sealed {
         path: &str,
         method: Arc<dyn PruningMethod>,
         importance_scores: Option<&Tensor>,
-    ) -> Result<()>;
+    ) -> Result<()>
+    where
+        Self: Sized,
+    {
+        engine::apply(self, path, method, importance_scores)
+    }
 
     /// Prunes the tensors at `paths` together; see [`global_unstructured`].
     fn prune_global(
@@ -54,7 +59,12 @@ pub trait Prunable: sealed::Sealed {
         paths: &[&str],
         method: Arc<dyn PruningMethod>,
         importance_scores: &[(&str, &Tensor)],
-    ) -> Result<()>;
+    ) -> Result<()>
+    where
+        Self: Sized,
+    {
+        engine::global_unstructured(self, paths, method, importance_scores)
+    }
 
     /// Makes the pruning of the tensor at `path` permanent; see [`remove`].
     fn remove_pruning(&mut self, path: &str) -> Result<()>;
@@ -68,28 +78,15 @@ pub trait Prunable: sealed::Sealed {
 
     /// How many entries of the tensor at `path` are zero as the forward pass sees it, and how
     /// many entries it has.
-    fn count_zeros(&self, path: &str) -> Result<(i64, i64)>;
+    fn count_zeros(&self, path: &str) -> Result<(i64, i64)>
+    where
+        Self: Sized,
+    {
+        engine::count_zeros(self, path)
+    }
 }
 
 impl Prunable for Module {
-    fn prune_with(
-        &mut self,
-        path: &str,
-        method: Arc<dyn PruningMethod>,
-        importance_scores: Option<&Tensor>,
-    ) -> Result<()> {
-        engine::apply(self, path, method, importance_scores)
-    }
-
-    fn prune_global(
-        &mut self,
-        paths: &[&str],
-        method: Arc<dyn PruningMethod>,
-        importance_scores: &[(&str, &Tensor)],
-    ) -> Result<()> {
-        engine::global_unstructured(self, paths, method, importance_scores)
-    }
-
     fn remove_pruning(&mut self, path: &str) -> Result<()> {
         crate::reparam::remove(self, path)
     }
@@ -101,10 +98,6 @@ impl Prunable for Module {
     fn tensor(&self, path: &str) -> Result<Tensor> {
         use crate::engine::MaskStore;
         Ok(self.current(path)?.0.detach())
-    }
-
-    fn count_zeros(&self, path: &str) -> Result<(i64, i64)> {
-        engine::count_zeros(self, path)
     }
 }
 

@@ -522,24 +522,6 @@ impl MaskStore for VarStorePruner {
 }
 
 impl Prunable for VarStorePruner {
-    fn prune_with(
-        &mut self,
-        path: &str,
-        method: Arc<dyn PruningMethod>,
-        importance_scores: Option<&Tensor>,
-    ) -> Result<()> {
-        crate::engine::apply(self, path, method, importance_scores)
-    }
-
-    fn prune_global(
-        &mut self,
-        paths: &[&str],
-        method: Arc<dyn PruningMethod>,
-        importance_scores: &[(&str, &Tensor)],
-    ) -> Result<()> {
-        crate::engine::global_unstructured(self, paths, method, importance_scores)
-    }
-
     fn remove_pruning(&mut self, path: &str) -> Result<()> {
         let Some(pruned) = self.pruned.get(path) else {
             return Err(PruneError::NotPruned {
@@ -557,9 +539,5 @@ impl Prunable for VarStorePruner {
 
     fn tensor(&self, path: &str) -> Result<Tensor> {
         Ok(self.current(path)?.0)
-    }
-
-    fn count_zeros(&self, path: &str) -> Result<(i64, i64)> {
-        crate::engine::count_zeros(self, path)
     }
 }
