@@ -444,6 +444,17 @@ impl<T: Element> Fused<T> {
         c: &Coefficients<T>,
     ) -> Result<()> {
         let len = p.numel();
+        if let Some((mask, _)) = mask.filter(|(mask, _)| mask.numel() != len) {
+            // The variable was given other data (`set_data`) after it was pruned.
+            return Err(PruneError::MethodFailed {
+                method: "MaskedAdam".to_owned(),
+                reason: format!(
+                    "the mask has {} entries, the variable {len}: it changed shape since it \
+                     was pruned",
+                    mask.numel()
+                ),
+            });
+        }
         let id = mask.map(|(_, id)| id);
         if self.kept.as_ref().map(|k| k.id) != id {
             let kept = mask.map(|(mask, id)| kept_indices(mask, id)).transpose()?;

@@ -152,6 +152,26 @@ fn pruned_entries_stay_zero_and_kept_ones_follow_adam_with_the_pruners_step() {
 }
 
 #[test]
+fn a_variable_that_changed_shape_since_its_pruning_is_an_error_naming_it() {
+    for (shape, what) in [([2, 4], "fewer entries"), ([16, 8], "more entries")] {
+        let (vs, _) = twins(Kind::Float);
+        let mut pruner = VarStorePruner::new(&vs);
+        prune::l1_unstructured(&mut pruner, "weight", 0.5, None).unwrap();
+        let mut adam = MaskedAdam::new(&vs, adam(), 1e-2).unwrap();
+        let mut weight = vs.variables()["weight"].shallow_clone();
+        weight.set_data(&Tensor::ones(shape, (Kind::Float, Device::Cpu)));
+        let err = adam
+            .backward_step(&pruner, &weight.sum(Kind::Float))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("weight") && err.contains("changed shape"),
+            "{what}: {err}"
+        );
+    }
+}
+
+#[test]
 fn amsgrad_is_refused() {
     let vs = nn::VarStore::new(Device::Cpu);
     let config = nn::Adam {

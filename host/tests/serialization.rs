@@ -127,6 +127,27 @@ fn loading_a_missing_or_corrupt_file_is_a_clear_error() {
     assert!(err.to_string().contains("corrupt.safetensors"), "{err}");
 }
 
+#[test]
+fn a_bool_tensor_holding_other_bytes_than_0_and_1_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |data: [u8; 3]| {
+        let header = br#"{"m":{"dtype":"BOOL","shape":[3],"data_offsets":[0,3]}}"#;
+        let path = dir.path().join(format!("mask-{}.safetensors", data[1]));
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header);
+        bytes.extend_from_slice(&data);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    };
+    let read = checkpoint::read(file([1, 0, 1])).unwrap();
+    assert_eq!(read.tensors[0].1.kind(), Kind::Bool);
+    let err = checkpoint::read(file([1, 2, 0])).unwrap_err().to_string();
+    assert!(
+        err.contains("mask-2.safetensors") && err.contains("key 'm'") && err.contains("entry 1"),
+        "{err}"
+    );
+}
+
 /// Restoring several reparametrizations is one operation: when a later one cannot be restored
 /// (here `bias_orig` is taken by a buffer), the earlier ones are not left behind.
 #[test]

@@ -149,6 +149,19 @@ pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
                     std::slice::from_raw_parts_mut(tensor.data_ptr().cast::<u8>(), end - start)
                 };
                 read_at(bytes, data_start + start as u64)?;
+                // Rust reads `bool` masks as `&[bool]`, where any byte but 0 and 1 is
+                // undefined behaviour.
+                if let Some(at) = bytes
+                    .iter()
+                    .position(|&b| b > 1)
+                    .filter(|_| kind == Kind::Bool)
+                {
+                    return Err(corrupt(format!(
+                        "key '{key}': entry {at} of a BOOL tensor is the byte {}, where only 0 \
+                         and 1 are booleans",
+                        bytes[at]
+                    )));
+                }
             }
             Ok((key, tensor))
         })
