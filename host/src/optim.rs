@@ -153,7 +153,7 @@ fn mask_of<'a>(
             .map(|(mask, generation)| (mask, MaskId::Generation(generation))),
         TrainingMasks::Reparametrized(by_orig) => by_orig
             .get(&(variable.data_ptr() as usize))
-            .filter(|mask| variable.numel() > 0 && mask.size() == variable.size())
+            .filter(|_| variable.numel() > 0)
             .map(|&mask| {
                 let id = MaskId::Buffer {
                     address: mask.data_ptr() as usize,
@@ -444,14 +444,15 @@ impl<T: Element> Fused<T> {
         c: &Coefficients<T>,
     ) -> Result<()> {
         let len = p.numel();
-        if let Some((mask, _)) = mask.filter(|(mask, _)| mask.numel() != len) {
+        if let Some((mask, _)) = mask.filter(|(mask, _)| mask.size() != p.size()) {
             // The variable was given other data (`set_data`) after it was pruned.
             return Err(PruneError::MethodFailed {
                 method: "MaskedAdam".to_owned(),
                 reason: format!(
-                    "the mask has {} entries, the variable {len}: it changed shape since it \
+                    "the mask has shape {:?}, the variable {:?}: it changed shape since it \
                      was pruned",
-                    mask.numel()
+                    mask.size(),
+                    p.size()
                 ),
             });
         }

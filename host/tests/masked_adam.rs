@@ -153,21 +153,36 @@ fn pruned_entries_stay_zero_and_kept_ones_follow_adam_with_the_pruners_step() {
 
 #[test]
 fn a_variable_that_changed_shape_since_its_pruning_is_an_error_naming_it() {
-    for (shape, what) in [([2, 4], "fewer entries"), ([16, 8], "more entries")] {
+    let shapes = [
+        ([2, 4], "fewer entries"),
+        ([16, 8], "more entries"),
+        ([48, 64], "as many entries"),
+    ];
+    for (shape, what) in shapes {
         let (vs, _) = twins(Kind::Float);
-        let mut pruner = VarStorePruner::new(&vs);
-        prune::l1_unstructured(&mut pruner, "weight", 0.5, None).unwrap();
         let mut adam = MaskedAdam::new(&vs, adam(), 1e-2).unwrap();
         let mut weight = vs.variables()["weight"].shallow_clone();
+        let mut pruner = VarStorePruner::new(&vs);
+        prune::l1_unstructured(&mut pruner, "weight", 0.5, None).unwrap();
+        let mut module = module_on(&vs);
+        prune::l1_unstructured(&mut module, "weight", 0.5, None).unwrap();
         weight.set_data(&Tensor::ones(shape, (Kind::Float, Device::Cpu)));
-        let err = adam
-            .backward_step(&pruner, &weight.sum(Kind::Float))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("weight") && err.contains("changed shape"),
-            "{what}: {err}"
-        );
+        for (front_end, result) in [
+            (
+                "VarStorePruner",
+                adam.backward_step(&pruner, &weight.sum(Kind::Float)),
+            ),
+            (
+                "Module",
+                adam.backward_step(&module, &weight.sum(Kind::Float)),
+            ),
+        ] {
+            let err = result.unwrap_err().to_string();
+            assert!(
+                err.contains("weight") && err.contains("changed shape"),
+                "{front_end}, {what}: {err}"
+            );
+        }
     }
 }
 
@@ -180,6 +195,13 @@ fn amsgrad_is_refused() {
     };
     let err = MaskedAdam::new(&vs, config, 1e-3).unwrap_err();
     assert!(matches!(err, PruneError::InvalidArgument { .. }), "{err}");
+}
+
+/// Whether `after` and `before` hold the same values at the entries `selected` marks.
+fn same_at(after: &Tensor, before: &Tensor, selected: &Tensor) -> bool {
+    after
+        .masked_select(selected)
+        .equal(&before.masked_select(selected))
 }
 
 /// A module holding `vs`'s variables as its parameters (the same tensors), as `layers` builds
@@ -226,9 +248,7 @@ fn a_module_pruned_before_training_without_decay_trains_as_with_libtorchs_adam()
     let (ours_orig, theirs_orig) = (weight_orig(&ours_model), weight_orig(&theirs_model));
     assert_close(&ours_orig, &theirs_orig, "weight_orig");
     let mask = ours_model.buffer("weight_mask").unwrap();
-    assert!(ours_orig
-        .masked_select(&mask.logical_not())
-        .equal(&before.masked_select(&mask.logical_not())));
+    assert!(same_at(&ours_orig, &before, &mask.logical_not()));
     assert!(!ours_orig.equal(&before), "the kept entries were trained");
     assert_close(
         &ours_vs.variables()["bias"],
@@ -270,15 +290,11 @@ fn a_module_keeps_its_pruned_entries_and_trains_the_kept_ones_as_libtorchs_adam(
         let pruned = mask.logical_not();
         let ours_orig = weight_orig(&ours_model);
         assert!(
-            ours_orig
-                .masked_select(&pruned)
-                .equal(&before.masked_select(&pruned)),
+            same_at(&ours_orig, &before, &pruned),
             "round {round}: a pruned entry of weight_orig moved"
         );
         assert!(
-            !weight_orig(&theirs_model)
-                .masked_select(&pruned)
-                .equal(&before.masked_select(&pruned)),
+            !same_at(&weight_orig(&theirs_model), &before, &pruned),
             "round {round}: libtorch's Adam moves pruned entries (decay, earlier momentum)"
         );
         // What the forward pass reads is libtorch's.
@@ -339,8 +355,6 @@ fn a_module_variable_libtorch_updates_keeps_its_pruned_entries() {
     }
     let pruned = mask.logical_not();
     let after = weight_orig(&model);
-    assert!(after
-        .masked_select(&pruned)
-        .equal(&before.masked_select(&pruned)));
+    assert!(same_at(&after, &before, &pruned));
     assert!(!after.equal(&before));
 }

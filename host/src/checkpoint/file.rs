@@ -3,6 +3,7 @@
 
 use crate::error::{PruneError, Result};
 use crate::files;
+use crate::tensor_data::entries_mut;
 use safetensors::tensor::{Metadata, TensorInfo};
 use safetensors::{Dtype, View};
 use std::borrow::Cow;
@@ -142,20 +143,14 @@ pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
             let shape: Vec<i64> = info.shape.iter().map(|&d| d as i64).collect();
             let tensor = Tensor::f_empty(shape.as_slice(), (kind, Device::Cpu))?;
             let (start, end) = info.data_offsets;
-            if end > start {
-                // SAFETY: a new contiguous CPU tensor of exactly `end - start` bytes (the
-                // layout check matched the byte count to the dtype and shape).
-                let bytes = unsafe {
-                    std::slice::from_raw_parts_mut(tensor.data_ptr().cast::<u8>(), end - start)
-                };
-                read_at(bytes, data_start + start as u64)?;
-                // Rust reads `bool` masks as `&[bool]`, where any byte but 0 and 1 is
-                // undefined behaviour.
-                if let Some(at) = bytes
-                    .iter()
-                    .position(|&b| b > 1)
-                    .filter(|_| kind == Kind::Bool)
-                {
+            // SAFETY: a new contiguous CPU tensor of exactly `end - start` bytes (the layout
+            // check matched the byte count to the dtype and shape).
+            let bytes = unsafe { entries_mut::<u8>(&tensor, end - start) };
+            read_at(bytes, data_start + start as u64)?;
+            // Rust reads `bool` masks as `&[bool]`, where any byte but 0 and 1 is undefined
+            // behaviour.
+            if kind == Kind::Bool {
+                if let Some(at) = bytes.iter().position(|&b| b > 1) {
                     return Err(corrupt(format!(
                         "key '{key}': entry {at} of a BOOL tensor is the byte {}, where only 0 \
                          and 1 are booleans",
