@@ -146,6 +146,17 @@ pub(crate) fn binary_to_bool(mask: &Tensor) -> Option<Result<Tensor, ()>> {
     Some(Ok(out))
 }
 
+/// Whether every byte of the `bool` tensor `mask` is 0 or 1.
+pub(crate) fn holds_only_booleans(mask: &Tensor) -> Option<bool> {
+    if mask.kind() != Kind::Bool {
+        return None;
+    }
+    match entries(mask)? {
+        Entries::Bytes(bytes) => Some(bytes.iter().all(|&b| b <= 1)),
+        _ => None,
+    }
+}
+
 /// Whether `mask` keeps an entry that `default_mask` prunes (both `bool`, the same shape).
 pub(crate) fn revives(mask: &Tensor, default_mask: &Tensor) -> Option<bool> {
     if mask.kind() != Kind::Bool || default_mask.kind() != Kind::Bool {

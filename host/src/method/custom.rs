@@ -41,9 +41,22 @@ impl CustomFromMask {
 }
 
 /// `mask` as a `bool` tensor, after checking that it holds only 0 and 1.
+///
+/// A `bool` tensor is checked too: libtorch lets one hold any byte (`from_data_size`,
+/// `view_dtype`), and the engine reads masks as Rust `bool`s, for which only 0 and 1 are defined.
 pub(crate) fn to_binary_mask(mask: &Tensor, what: &str) -> Result<Tensor> {
     if mask.kind() == Kind::Bool {
-        return Ok(mask.shallow_clone());
+        let booleans = match crate::small_loops::holds_only_booleans(mask) {
+            Some(booleans) => booleans,
+            None => {
+                let bytes = mask.f_view_dtype(Kind::Uint8)?;
+                bytes.f_gt(1)?.f_any()?.f_int64_value(&[])? == 0
+            }
+        };
+        return match booleans {
+            true => Ok(mask.shallow_clone()),
+            false => Err(PruneError::NotBinaryMask(what.to_owned())),
+        };
     }
     match crate::small_loops::binary_to_bool(mask) {
         Some(Ok(mask)) => return Ok(mask),
