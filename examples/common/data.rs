@@ -1,6 +1,7 @@
 //! The examples' data: Fashion-MNIST from Debian's `dataset-fashion-mnist` package when it is
 //! installed, else a synthetic task of the same shape, so that every example runs anywhere.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
@@ -68,6 +69,9 @@ pub fn from_args_or_synthetic() -> anyhow::Result<Data> {
     Ok(fashion_mnist(&dir)?.unwrap_or_else(|| synthetic(6000, 1000)))
 }
 
+/// The most bytes an unpacked IDX file may have (Fashion-MNIST's largest has 47,040,016).
+const MAX_IDX_BYTES: u64 = 64 << 20;
+
 /// tch reads plain IDX files; Debian ships them gzipped. Unpacks them under `target/`.
 fn gunzip_idx_files(dir: &Path) -> anyhow::Result<PathBuf> {
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/fashion-mnist");
@@ -80,9 +84,18 @@ fn gunzip_idx_files(dir: &Path) -> anyhow::Result<PathBuf> {
     ] {
         let target = out.join(name);
         if !target.exists() {
-            let gz = std::fs::File::open(dir.join(format!("{name}.gz")))?;
+            let source = dir.join(format!("{name}.gz"));
+            let gz = tchprune::files::open_regular(&source)?;
             let mut tmp = tempfile::NamedTempFile::new_in(&out)?;
-            std::io::copy(&mut flate2::read::GzDecoder::new(gz), &mut tmp)?;
+            let unpacked = std::io::copy(
+                &mut flate2::read::GzDecoder::new(gz).take(MAX_IDX_BYTES + 1),
+                &mut tmp,
+            )?;
+            anyhow::ensure!(
+                unpacked <= MAX_IDX_BYTES,
+                "{}: unpacks to more than {MAX_IDX_BYTES} bytes, more than any Fashion-MNIST file",
+                source.display()
+            );
             tmp.persist(target)?;
         }
     }
