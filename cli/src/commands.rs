@@ -537,8 +537,8 @@ fn speed(
     if as_json {
         let layers: Vec<_> = (choices.iter())
             .map(|c| {
-                json!({"weight": c.weight, "shape": c.shape, "sparsity": c.sparsity,
-                       "dense_seconds": c.dense_seconds, "sparse_seconds": c.sparse_seconds,
+                json!({"weight": c.weight, "shape": c.shape, "dtype": format!("{:?}", c.dtype),
+                       "sparsity": c.sparsity, "dense_seconds": c.dense_seconds, "sparse_seconds": c.sparse_seconds,
                        "form": if c.sparse { "sparse" } else { "dense" }})
             })
             .collect();
@@ -563,15 +563,16 @@ fn speed(
         .unwrap_or(6)
         .max(6);
     println!(
-        "{:width$}  {:>14}  {:>8}  {:>10}  {:>10}  {:>7}  form (batch {batch})",
-        "weight", "shape", "sparsity", "dense", "sparse", "speedup"
+        "{:width$}  {:>14}  {:>8}  {:>8}  {:>10}  {:>10}  {:>7}  form (batch {batch})",
+        "weight", "shape", "dtype", "sparsity", "dense", "sparse", "speedup"
     );
     let ms = |s: f64| format!("{:.3} ms", s * 1e3);
     for c in &choices {
         println!(
-            "{:width$}  {:>14}  {:>7.2}%  {:>10}  {:>10}  {:>6.2}x  {}",
+            "{:width$}  {:>14}  {:>8}  {:>7.2}%  {:>10}  {:>10}  {:>6.2}x  {}",
             c.weight,
             format!("{:?}", c.shape),
+            format!("{:?}", c.dtype),
             100.0 * c.sparsity,
             ms(c.dense_seconds),
             ms(c.sparse_seconds),

@@ -24,6 +24,7 @@ fn a_pruned_checkpoint_gets_each_layers_times_and_form() {
     assert!(
         lines[1].starts_with("fc1.weight")
             && lines[1].contains("[120, 400]")
+            && lines[1].contains(" Float ")
             && lines[1].contains("90.00%"),
         "{}",
         run.stdout
@@ -59,6 +60,7 @@ fn a_pruned_checkpoint_gets_each_layers_times_and_form() {
     assert_eq!(layers.len(), 2);
     assert_eq!(layers[0]["weight"], "fc1.weight");
     assert_eq!(layers[0]["shape"], json!([120, 400]));
+    assert_eq!(layers[0]["dtype"], "Float");
     assert!((layers[0]["sparsity"].as_f64().unwrap() - 0.9).abs() < 1e-9);
     for layer in layers {
         assert!(["dense", "sparse"].contains(&layer["form"].as_str().unwrap()));
@@ -76,6 +78,33 @@ fn a_pruned_checkpoint_gets_each_layers_times_and_form() {
     }
     let total = &report["total"];
     assert!(total["chosen_seconds"].as_f64().unwrap() <= total["dense_seconds"].as_f64().unwrap());
+}
+
+#[test]
+fn a_bf16_checkpoint_is_timed_in_bf16() {
+    let plan = json!({"steps": [
+        {"method": "l1_unstructured", "params": ["fc1.weight"], "amount": 0.9},
+    ]});
+    let (dir, run) = common::apply_to_lenet(&plan, &[]);
+    assert!(run.success, "{}", run.stderr);
+    let pruned = tchprune::checkpoint::read(dir.path().join("out.safetensors")).unwrap();
+    let bf16: Vec<(String, tch::Tensor)> = (pruned.tensors.iter())
+        .map(|(key, t)| (key.clone(), t.to_kind(tch::Kind::BFloat16)))
+        .collect();
+    let path = dir.path().join("bf16.safetensors");
+    tchprune::checkpoint::write(&bf16, &pruned.metadata, &path).unwrap();
+    let run = common::tchprune_in(
+        dir.path(),
+        &["speed", "bf16.safetensors", "--json", "--calls", "2"],
+    );
+    assert!(run.success, "{}", run.stderr);
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    let layers = report["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 1);
+    assert_eq!(
+        (&layers[0]["weight"], &layers[0]["dtype"]),
+        (&json!("fc1.weight"), &json!("BFloat16"))
+    );
 }
 
 #[test]

@@ -143,6 +143,36 @@ fn sparsify_converts_the_layers_it_is_told_to_and_keeps_the_outputs() {
 }
 
 #[test]
+fn a_half_precision_model_is_timed_and_run_in_its_dtype() {
+    for dtype in [Kind::BFloat16, Kind::Half] {
+        tch::manual_seed(6);
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let mut model = mlp(&vs, 128);
+        vs.set_kind(dtype);
+        prune::l1_unstructured(&mut model, "0.weight", 0.9, None).unwrap();
+        let xs = Tensor::randn([4, 128], (dtype, Device::Cpu));
+        let before = tch::no_grad(|| model.forward_t(&xs, false));
+        let always = SpeedOptions {
+            min_speedup: 0.0,
+            calls: 1,
+            ..Default::default()
+        };
+        let choices = sparse::sparsify(&mut model, &always).unwrap();
+        assert_eq!(choices.len(), 1);
+        assert_eq!((choices[0].dtype, choices[0].sparse), (dtype, true));
+        let after = tch::no_grad(|| model.forward_t(&xs, false));
+        assert_eq!(after.kind(), dtype);
+        // The sparse layer sums in f32 and rounds once; the dense one rounds as it goes.
+        let scale = before.abs().max().double_value(&[]).max(1.0);
+        let difference = (&after - &before).abs().max().double_value(&[]);
+        assert!(
+            difference <= 2e-2 * scale,
+            "{dtype:?}: {difference} (scale {scale})"
+        );
+    }
+}
+
+#[test]
 fn a_varstore_layer_in_its_faster_form() {
     tch::manual_seed(5);
     let vs = nn::VarStore::new(Device::Cpu);
@@ -156,6 +186,7 @@ fn a_varstore_layer_in_its_faster_form() {
     };
     let (layer, choice) = sparse::Linear::from_varstore(&vs, "fc", &always).unwrap();
     assert!(matches!(layer, sparse::Linear::Sparse(_)) && choice.sparse);
+    assert_eq!(choice.dtype, Kind::Float);
     let xs = Tensor::randn([3, 128], (Kind::Float, Device::Cpu));
     assert_close(&layer.forward(&xs), &tch::no_grad(|| fc.forward(&xs)));
     let never = SpeedOptions {

@@ -154,6 +154,7 @@ fn sparsify_runs_two_of_four_layers_through_cusparselt() {
         ("0.weight", SparseFormat::SemiStructured, true)
     );
     assert!((choice.sparsity - 0.5).abs() < 1e-3, "{choice:?}");
+    assert_eq!(choice.dtype, Kind::Half);
     assert!(choice.dense_seconds > 0.0 && choice.sparse_seconds > 0.0);
     assert_close(&tch::no_grad(|| model.forward_t(&xs, false)), &before);
     // Training still runs dense, with gradients.

@@ -2,7 +2,7 @@
 //! plane (wide outputs), or the input unfolded (im2col) and multiplied by the CSR kernel.
 
 use super::csr::{floats, floats_mut, CsrMatrix};
-use super::linear::{alternating_medians, float_on_cpu, varstore_layer, LayerChoice, SpeedOptions};
+use super::linear::{alternating_medians, dense_on_cpu, varstore_layer, LayerChoice, SpeedOptions};
 use crate::error::{PruneError, Result};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -10,7 +10,8 @@ use tch::{nn, Device, Kind, Tensor};
 /// a [`CsrMatrix`] `[out, in * kh * kw]`. Where the output rows are wide, each non-zero weight
 /// adds its multiple of the shifted input plane to its output plane directly; on small maps
 /// the input is unfolded into its patches (libtorch's `im2col`) and every patch multiplied by
-/// the sparse weight. Inference on the CPU; outputs equal `conv2d`'s within float rounding.
+/// the sparse weight. Inference on the CPU; outputs equal `conv2d`'s within float rounding
+/// (summed in `f32`, returned in the input's dtype, as [`SparseLinear`](super::SparseLinear)).
 /// Whether it beats libtorch's dense convolution depends on the sparsity and the shapes:
 /// [`Conv2d::from_varstore`] and [`sparsify_with_input`](super::sparsify_with_input) measure.
 #[derive(Clone, Debug)]
@@ -374,7 +375,8 @@ impl Conv2d {
 }
 
 /// Times libtorch's `conv2d` and the [`SparseConv2d`] of `weight`/`bias` with `config` on the
-/// CPU, on inputs of `input_shape` (`[batch, in, h, w]`; `options.batch` is not used), and
+/// CPU, on inputs of `input_shape` (`[batch, in, h, w]`; `options.batch` is not used) in the
+/// weight's dtype, and
 /// chooses: the sparse layer when it is at least `options.min_speedup` times faster, else
 /// `None`. `key` names the weight in errors and in the choice.
 pub fn measure_conv(
@@ -405,29 +407,35 @@ pub fn measure_conv(
             kernel[0], kernel[1], config.stride, config.padding, config.dilation
         )));
     }
-    let dense_weight = float_on_cpu(weight)?.f_contiguous()?;
-    let dense_bias = bias.map(float_on_cpu).transpose()?;
-    let xs = Tensor::f_randn(input_shape, (Kind::Float, Device::Cpu))?;
+    let dtype = weight.kind();
+    let (dense_weight, dense_bias) = dense_on_cpu(weight, bias)?;
+    let xs = Tensor::f_randn(input_shape, (dtype, Device::Cpu))?;
+    let dense = || {
+        tch::no_grad(|| {
+            xs.f_conv2d(
+                &dense_weight,
+                dense_bias.as_ref(),
+                [config.stride; 2],
+                [config.padding; 2],
+                [config.dilation; 2],
+                1,
+            )
+        })
+    };
+    // A first call of each, checked: what fails is an error, not a time.
+    let _ = dense().map_err(|err| PruneError::from(err).at(key))?;
+    let _ = sparse.try_forward(&xs).map_err(|err| err.at(key))?;
     let (dense_seconds, sparse_seconds) = alternating_medians(
         options.calls,
         || {
-            let _ = tch::no_grad(|| {
-                xs.conv2d(
-                    &dense_weight,
-                    dense_bias.as_ref(),
-                    [config.stride; 2],
-                    [config.padding; 2],
-                    [config.dilation; 2],
-                    1,
-                )
-            });
+            let _ = dense();
         },
         || {
             let _ = sparse.try_forward(&xs);
         },
     );
     let times = (dense_seconds, sparse_seconds);
-    let choice = LayerChoice::csr(key, sparse.weight(), times, options);
+    let choice = LayerChoice::csr(key, sparse.weight(), dtype, times, options);
     Ok((choice.sparse.then_some(sparse), choice))
 }
 

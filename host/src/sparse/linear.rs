@@ -9,7 +9,9 @@ use tch::{nn, Device, Kind, Tensor};
 
 /// A linear layer `y = x W^T + b` whose weight is stored in a [`CsrMatrix`], for inference on
 /// the CPU: no gradients flow through it. Its outputs equal the dense layer's within float
-/// rounding (the sums run in another order; a relative 1e-5 of the row's magnitude).
+/// rounding (the sums run in another order; a relative 1e-5 of the row's magnitude). It sums in
+/// `f32` and returns the input's dtype: f16 and bf16 outputs are rounded once, not at every
+/// step as the dense ones; f64 outputs have `f32`'s precision.
 #[derive(Clone, Debug)]
 pub struct SparseLinear {
     weight: CsrMatrix,
@@ -133,6 +135,8 @@ pub struct LayerChoice {
     pub sparsity: f64,
     /// The sparse form measured against the dense one.
     pub format: SparseFormat,
+    /// The dtype both forms were timed in: the weight's, on inputs of it.
+    pub dtype: Kind,
     /// Median seconds of the dense layer at the options' batch.
     pub dense_seconds: f64,
     /// Median seconds of the sparse layer at that batch.
@@ -143,12 +147,12 @@ pub struct LayerChoice {
 
 impl LayerChoice {
     /// The measurement `(dense_seconds, sparse_seconds)` of the layer `key` (`shape`, with
-    /// `nonzeros` non-zero weights) in `format`, and the choice `options` make of it.
+    /// `nonzeros` non-zero weights) in `format` and `dtype`, and the choice `options` make of it.
     pub(super) fn new(
         key: &str,
         shape: [i64; 2],
         nonzeros: i64,
-        format: SparseFormat,
+        (format, dtype): (SparseFormat, Kind),
         (dense_seconds, sparse_seconds): (f64, f64),
         options: &SpeedOptions,
     ) -> Self {
@@ -158,22 +162,25 @@ impl LayerChoice {
             shape,
             sparsity: 1.0 - nonzeros as f64 / entries,
             format,
+            dtype,
             dense_seconds,
             sparse_seconds,
             sparse: dense_seconds >= options.min_speedup * sparse_seconds,
         }
     }
 
-    /// The choice for the CSR layer `weight`.
+    /// The choice for the CSR layer `weight`, timed in `dtype`.
     pub(super) fn csr(
         key: &str,
         weight: &CsrMatrix,
+        dtype: Kind,
         times: (f64, f64),
         options: &SpeedOptions,
     ) -> Self {
         let shape = [weight.rows() as i64, weight.cols() as i64];
         let nonzeros = weight.nonzeros() as i64;
-        Self::new(key, shape, nonzeros, SparseFormat::Csr, times, options)
+        let form = (SparseFormat::Csr, dtype);
+        Self::new(key, shape, nonzeros, form, times, options)
     }
 
     /// Dense time over sparse time.
@@ -208,7 +215,8 @@ pub(super) fn alternating_medians(
     (median(ta), median(tb))
 }
 
-/// Times the dense and the CSR form of the layer `weight`/`bias` on this machine's CPU and
+/// Times the dense and the CSR form of the layer `weight`/`bias` on this machine's CPU, both on
+/// inputs of the weight's dtype (the dense form in that dtype, as the model runs it), and
 /// chooses: the sparse layer when it is at least `min_speedup` times faster, else `None`.
 pub fn measure(
     key: &str,
@@ -218,20 +226,24 @@ pub fn measure(
 ) -> Result<(Option<SparseLinear>, LayerChoice)> {
     let size = weight.size();
     let sparse = SparseLinear::new(weight, bias).map_err(|err| err.at(key))?;
-    let weight = float_on_cpu(weight)?.f_contiguous()?;
-    let bias = bias.map(float_on_cpu).transpose()?;
-    let xs = Tensor::f_randn([options.batch.max(1), size[1]], (Kind::Float, Device::Cpu))?;
+    let dtype = weight.kind();
+    let (weight, bias) = dense_on_cpu(weight, bias)?;
+    let xs = Tensor::f_randn([options.batch.max(1), size[1]], (dtype, Device::Cpu))?;
+    let dense = || tch::no_grad(|| xs.f_linear(&weight, bias.as_ref()));
+    // A first call of each, checked: what fails is an error, not a time.
+    let _ = dense().map_err(|err| PruneError::from(err).at(key))?;
+    let _ = sparse.try_forward(&xs).map_err(|err| err.at(key))?;
     let (dense_seconds, sparse_seconds) = alternating_medians(
         options.calls,
         || {
-            let _ = tch::no_grad(|| xs.linear(&weight, bias.as_ref()));
+            let _ = dense();
         },
         || {
             let _ = sparse.try_forward(&xs);
         },
     );
     let times = (dense_seconds, sparse_seconds);
-    let choice = LayerChoice::csr(key, sparse.weight(), times, options);
+    let choice = LayerChoice::csr(key, sparse.weight(), dtype, times, options);
     Ok((choice.sparse.then_some(sparse), choice))
 }
 
@@ -255,11 +267,24 @@ pub(super) fn measure_in(
     })
 }
 
-/// `t` detached, as `f32` on the CPU: what a layer's dense form is timed with.
-pub(super) fn float_on_cpu(t: &Tensor) -> Result<Tensor> {
-    Ok(tch::no_grad(|| {
-        t.f_detach()?.f_to(Device::Cpu)?.f_to_kind(Kind::Float)
-    })?)
+/// A layer's `weight` and `bias` as its dense form runs on the CPU: detached, contiguous, in
+/// the weight's dtype. The dense and the sparse form are timed in that dtype, on inputs of it,
+/// as the model runs them: a bf16 `linear` can be several times faster than a f32 one, a f16
+/// convolution many times slower.
+pub(super) fn dense_on_cpu(
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let dtype = weight.kind();
+    let on_cpu = |t: &Tensor| {
+        tch::no_grad(|| {
+            t.f_detach()?
+                .f_to(Device::Cpu)?
+                .f_to_kind(dtype)?
+                .f_contiguous()
+        })
+    };
+    Ok((on_cpu(weight)?, bias.map(on_cpu).transpose()?))
 }
 
 /// Whether `weight` holds a zero: what makes a layer a candidate for a sparse form.

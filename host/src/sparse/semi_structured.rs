@@ -208,7 +208,7 @@ pub(super) fn measure_two_of_four(
         key,
         layer.shape,
         nonzeros,
-        SparseFormat::SemiStructured,
+        (SparseFormat::SemiStructured, layer.kind),
         (dense_seconds, sparse_seconds),
         options,
     );
