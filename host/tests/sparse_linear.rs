@@ -16,6 +16,16 @@ fn sparse_weight(rows: i64, cols: i64, density: f64) -> Tensor {
     Tensor::randn([rows, cols], (Kind::Float, Device::Cpu)) * keep
 }
 
+/// One timed call of each form; the sparse one chosen when `min_speedup` times faster (0:
+/// always, infinity: never).
+fn choosing(min_speedup: f64) -> SpeedOptions {
+    SpeedOptions {
+        min_speedup,
+        calls: 1,
+        ..Default::default()
+    }
+}
+
 fn assert_close(ours: &Tensor, dense: &Tensor) {
     assert_eq!(ours.size(), dense.size());
     if dense.numel() == 0 {
@@ -111,11 +121,7 @@ fn sparsify_converts_the_layers_it_is_told_to_and_keeps_the_outputs() {
     }
     let xs = Tensor::randn([5, 256], (Kind::Float, Device::Cpu));
     let before = tch::no_grad(|| model.forward_t(&xs, false));
-    let always = SpeedOptions {
-        min_speedup: 0.0,
-        calls: 1,
-        ..Default::default()
-    };
+    let always = choosing(0.0);
     let choices = sparse::sparsify(&mut model, &always).unwrap();
     let converted: Vec<(&str, bool)> = choices
         .iter()
@@ -152,11 +158,7 @@ fn a_half_precision_model_is_timed_and_run_in_its_dtype() {
         prune::l1_unstructured(&mut model, "0.weight", 0.9, None).unwrap();
         let xs = Tensor::randn([4, 128], (dtype, Device::Cpu));
         let before = tch::no_grad(|| model.forward_t(&xs, false));
-        let always = SpeedOptions {
-            min_speedup: 0.0,
-            calls: 1,
-            ..Default::default()
-        };
+        let always = choosing(0.0);
         let choices = sparse::sparsify(&mut model, &always).unwrap();
         assert_eq!(choices.len(), 1);
         assert_eq!((choices[0].dtype, choices[0].sparse), (dtype, true));
@@ -179,21 +181,13 @@ fn a_varstore_layer_in_its_faster_form() {
     let fc = nn::linear(vs.root() / "fc", 128, 64, Default::default());
     let mut pruner = tchprune::VarStorePruner::new(&vs);
     prune::l1_unstructured(&mut pruner, "fc.weight", 0.95, None).unwrap();
-    let always = SpeedOptions {
-        min_speedup: 0.0,
-        calls: 1,
-        ..Default::default()
-    };
+    let always = choosing(0.0);
     let (layer, choice) = sparse::Linear::from_varstore(&vs, "fc", &always).unwrap();
     assert!(matches!(layer, sparse::Linear::Sparse(_)) && choice.sparse);
     assert_eq!(choice.dtype, Kind::Float);
     let xs = Tensor::randn([3, 128], (Kind::Float, Device::Cpu));
     assert_close(&layer.forward(&xs), &tch::no_grad(|| fc.forward(&xs)));
-    let never = SpeedOptions {
-        min_speedup: f64::INFINITY,
-        calls: 1,
-        ..Default::default()
-    };
+    let never = choosing(f64::INFINITY);
     let (layer, _) = sparse::Linear::from_varstore(&vs, "fc", &never).unwrap();
     assert!(matches!(layer, sparse::Linear::Dense { .. }));
     let err = sparse::Linear::from_varstore(&vs, "fc9", &never).unwrap_err();
