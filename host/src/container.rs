@@ -126,10 +126,16 @@ fn combine_masks_unchecked_dtype(
         }
         PruningType::Structured { dim } => {
             let dim = crate::method::structured::checked_dim(t, dim)? as i64;
-            let slices = t.size()[dim as usize];
+            let size = t.size();
+            let slices = size[dim as usize];
+            // Not `[slices, -1]`: libtorch cannot infer -1 when there are no entries.
+            let per_slice: i64 = (size.iter().enumerate())
+                .filter(|&(d, _)| d != dim as usize)
+                .map(|(_, side)| side)
+                .product();
             let alive = mask
                 .f_movedim(dim, 0)?
-                .f_reshape([slices, -1])?
+                .f_reshape([slices, per_slice])?
                 .f_any_dim(1, false)?
                 .f_nonzero()?
                 .f_view(-1)?;

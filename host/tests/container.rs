@@ -75,3 +75,24 @@ fn iterative_fractions_are_relative_to_what_remains() {
     prune::l1_unstructured(&mut model, "weight", 0.5, None).unwrap();
     assert_eq!(mask_values(&model, "weight").iter().sum::<f64>(), 25.0);
 }
+
+#[test]
+fn structured_methods_prune_again_tensors_without_entries() {
+    // As PyTorch: every slice of a tensor without entries counts as pruned, so a second
+    // structured pruning sees none and keeps the (empty) mask.
+    for (shape, dim) in [([0, 3], 0), ([3, 0], 1), ([0, 3], 1), ([3, 0], 0)] {
+        let mut m = common::module_with_weight(&tch::Tensor::zeros(
+            shape,
+            (tch::Kind::Float, tch::Device::Cpu),
+        ));
+        prune::l1_unstructured(&mut m, "weight", 0.5, None).unwrap();
+        prune::ln_structured(&mut m, "weight", 0.5, Norm::P(2.0), dim, None).unwrap();
+        prune::random_structured(&mut m, "weight", 0.5, dim).unwrap();
+        assert_eq!(m.buffer("weight_mask").unwrap().size(), shape);
+        assert_eq!(
+            m.pruning_hook("weight").unwrap().method_names(),
+            ["l1_unstructured", "ln_structured", "random_structured"],
+            "{shape:?} along {dim}"
+        );
+    }
+}
