@@ -222,6 +222,13 @@ pub(crate) fn plan_global(
             ),
         });
     }
+    if paths.is_empty() {
+        return Err(PruneError::InvalidArgument {
+            method: "global_unstructured".to_owned(),
+            argument: "parameters".to_owned(),
+            reason: "no tensors to prune: give at least one".to_owned(),
+        });
+    }
     let mut seen = HashSet::new();
     if let Some(duplicate) = paths.iter().find(|path| !seen.insert(**path)) {
         return Err(PruneError::DuplicateParameter((*duplicate).to_owned()));

@@ -97,7 +97,7 @@ fn global_pruning_of_lenet_hits_the_exact_overall_share() {
 }
 
 #[test]
-fn global_pruning_refuses_structured_methods_and_duplicates() {
+fn global_pruning_refuses_structured_methods_duplicates_and_no_tensors() {
     let mut root = two_modules();
     let ln = Arc::new(LnStructured::new(1, Norm::P(2.0), 0).unwrap());
     let err =
@@ -107,6 +107,9 @@ fn global_pruning_refuses_structured_methods_and_duplicates() {
     let err =
         prune::global_unstructured(&mut root, &["m.weight", "m.weight"], l1, &[]).unwrap_err();
     assert!(matches!(err, PruneError::DuplicateParameter(_)), "{err}");
+    let l1 = Arc::new(L1Unstructured::new(1).unwrap());
+    let err = prune::global_unstructured(&mut root, &[], l1, &[]).unwrap_err();
+    assert!(err.to_string().contains("no tensors to prune"), "{err}");
     assert!(!root.is_pruned());
 }
 
