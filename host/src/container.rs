@@ -4,7 +4,7 @@
 //! sees the part that is still unpruned, chosen by its PRUNING_TYPE, and its partial mask is
 //! written back into those positions, so pruned entries stay pruned forever.
 
-use crate::error::{PruneError, Result};
+use crate::error::{panic_message, PruneError, Result};
 use crate::method::custom::to_binary_mask;
 use crate::method::{PruningMethod, PruningType};
 use std::fmt;
@@ -121,7 +121,8 @@ fn combine_masks_unchecked_dtype(
         PruningType::Unstructured => {
             let part = t.f_masked_select(mask)?;
             let part_mask = all_kept(&part)?;
-            let partial = checked_mask(method, method.compute_mask(&part, &part_mask), &part_mask)?;
+            let partial =
+                checked_mask(method, computed_mask(method, &part, &part_mask), &part_mask)?;
             Ok(mask.f_masked_scatter(mask, &partial)?)
         }
         PruningType::Structured { dim } => {
@@ -141,10 +142,11 @@ fn combine_masks_unchecked_dtype(
                 .f_view(-1)?;
             let part = t.f_index_select(dim, &alive)?;
             let part_mask = mask.f_index_select(dim, &alive)?;
-            let partial = checked_mask(method, method.compute_mask(&part, &part_mask), &part_mask)?;
+            let partial =
+                checked_mask(method, computed_mask(method, &part, &part_mask), &part_mask)?;
             Ok(mask.f_index_copy(dim, &alive, &partial)?)
         }
-        PruningType::Global => checked_mask(method, method.compute_mask(t, mask), mask),
+        PruningType::Global => checked_mask(method, computed_mask(method, t, mask), mask),
     }
 }
 
@@ -159,10 +161,23 @@ pub(crate) fn first_mask(method: &dyn PruningMethod, scores: &Tensor) -> Result<
     let everything = all_kept(scores)?;
     checked_mask(
         method,
-        method.compute_mask(scores, &everything),
+        computed_mask(method, scores, &everything),
         &everything,
     )
     .map_err(|e| unsupported_dtype(method, scores, e))
+}
+
+/// `method.compute_mask(t, default_mask)`, a panic in it turned into the method's failure: no
+/// tensor changes before every mask is computed, so the model stays as it was. (tch itself
+/// panics where libtorch fails inside a call given a `Scalar`.)
+fn computed_mask(method: &dyn PruningMethod, t: &Tensor, default_mask: &Tensor) -> Result<Tensor> {
+    let run = std::panic::AssertUnwindSafe(|| method.compute_mask(t, default_mask));
+    std::panic::catch_unwind(run).unwrap_or_else(|panic| {
+        Err(PruneError::MethodFailed {
+            method: method.name().to_owned(),
+            reason: format!("it panicked: {}", panic_message(panic.as_ref())),
+        })
+    })
 }
 
 /// A method's result as a `bool` mask, after checking what every method must guarantee: the

@@ -1,7 +1,7 @@
-//! Differential tests against real PyTorch: random tensors, dtypes, amounts, dims, norms, scores,
-//! iterative sequences and global pruning run through both `torch.nn.utils.prune` and tchprune,
-//! through each of tchprune's front ends (the `Module` reparametrization and a
-//! `VarStorePruner` over tch variables).
+//! Differential tests against real PyTorch: random tensors (some with a side of 0), dtypes,
+//! amounts, dims, norms, scores, iterative sequences and global pruning run through both
+//! `torch.nn.utils.prune` and tchprune, through each of tchprune's front ends (the `Module`
+//! reparametrization and a `VarStorePruner` over tch variables).
 //!
 //! Masks must be identical. Magnitudes are drawn without ties (PyTorch leaves the choice among
 //! tied entries unspecified; `tie_breaking.rs` checks the counts there). Random methods draw the
@@ -60,7 +60,13 @@ impl Generator {
 
     fn shape(&mut self, min_dims: usize) -> Vec<i64> {
         let dims = self.rng.random_range(min_dims..=4);
-        (0..dims).map(|_| self.rng.random_range(1..=6)).collect()
+        // Now and then a side of 0: a tensor without entries, pruned as PyTorch prunes one.
+        (0..dims)
+            .map(|_| match self.rng.random_bool(0.04) {
+                true => 0,
+                false => self.rng.random_range(1..=6),
+            })
+            .collect()
     }
 
     fn case(&mut self, index: usize) -> Case {
@@ -90,7 +96,7 @@ impl Generator {
         let rounds = self.rng.random_range(1..=3);
         for step in 0..rounds {
             let seed = self.rng.random_range(0..1_000_000);
-            let use_scores = self.rng.random_bool(0.3);
+            let use_scores = self.rng.random_bool(0.04);
             if global {
                 let inner = ["l1_unstructured", "l1_unstructured", "random_unstructured"]
                     [self.rng.random_range(0..3)];

@@ -1,5 +1,6 @@
 //! A failed pruning leaves the module exactly as it was, including already pruned tensors and
-//! every tensor of a global pruning; a method's bad mask is an error naming the method.
+//! every tensor of a global pruning; a method's bad mask, or its panic, is an error naming the
+//! method.
 
 mod common;
 
@@ -32,6 +33,7 @@ enum Bad {
     WrongShape,
     NotBinary,
     Revives,
+    Panics,
 }
 
 impl PruningMethod for Bad {
@@ -50,6 +52,7 @@ impl PruningMethod for Bad {
             Bad::WrongShape => Ok(default_mask.view(-1).slice(0, 0, 1, 1).copy()),
             Bad::NotBinary => Ok(default_mask.to_kind(tch::Kind::Float) * 0.5),
             Bad::Revives => Ok(default_mask.ones_like()),
+            Bad::Panics => panic!("a bug in the method"),
         }
     }
 }
@@ -58,7 +61,7 @@ impl PruningMethod for Bad {
 fn a_failing_first_pruning_leaves_no_orig_or_mask() {
     let (_vs, mut m) = common::linear_model(4, 3);
     let before = snapshot(&m);
-    for bad in [Bad::Fails, Bad::WrongShape, Bad::NotBinary] {
+    for bad in [Bad::Fails, Bad::WrongShape, Bad::NotBinary, Bad::Panics] {
         assert!(prune::apply(&mut m, "weight", Arc::new(bad), None).is_err());
         assert_eq!(snapshot(&m), before);
     }
@@ -75,6 +78,7 @@ fn a_failing_repruning_leaves_the_pruned_tensor_as_it_was() {
         prune::apply(&mut m, "weight", Arc::new(Bad::Revives), None).unwrap_err(),
         prune::apply(&mut m, "weight", Arc::new(Bad::NotBinary), None).unwrap_err(),
         prune::apply(&mut m, "weight", Arc::new(Bad::WrongShape), None).unwrap_err(),
+        prune::apply(&mut m, "weight", Arc::new(Bad::Panics), None).unwrap_err(),
     ];
     assert!(
         matches!(errors[2].innermost(), PruneError::RevivedEntries(_)),
@@ -85,6 +89,13 @@ fn a_failing_repruning_leaves_the_pruned_tensor_as_it_was() {
         errors[3].to_string().contains("method bad"),
         "{}",
         errors[3]
+    );
+    assert!(
+        errors[5]
+            .to_string()
+            .contains("method bad failed: it panicked: a bug in the method"),
+        "{}",
+        errors[5]
     );
     assert_eq!(snapshot(&m), before);
 }

@@ -110,3 +110,30 @@ fn norms_parse_from_text_and_json() {
     assert!("nuc".parse::<Norm>().is_err());
     assert!(Norm::from_json(&serde_json::json!([2])).is_err());
 }
+
+#[test]
+fn norms_without_identity_over_slices_without_entries_are_refused_as_pytorch_does() {
+    // `[3, 0]` along dim 0: three slices of no entries. p < 0 and inf have no value there
+    // (libtorch refuses them); for p >= 0 each slice's norm is 0.
+    for (n, refused) in [
+        (Norm::P(f64::INFINITY), true),
+        (Norm::P(f64::NEG_INFINITY), true),
+        (Norm::P(-1.0), true),
+        (Norm::P(2.0), false),
+        (Norm::P(0.0), false),
+        (Norm::Fro, false),
+    ] {
+        let mut m = common::module_with_weight(&Tensor::zeros([3, 0], (Kind::Float, Device::Cpu)));
+        match prune::ln_structured(&mut m, "weight", 1, n, 0, None) {
+            Err(err) => {
+                assert!(refused, "{n:?}: {err}");
+                assert!(
+                    err.to_string().contains("no value over no entries"),
+                    "{err}"
+                );
+                assert!(!m.is_pruned());
+            }
+            Ok(()) => assert!(!refused, "{n:?} was taken"),
+        }
+    }
+}

@@ -58,6 +58,14 @@ impl Norm {
                 )))
             }
         };
+        // libtorch refuses these norms over a side of 0 (they have no identity), as PyTorch
+        // does; tch would panic on that error, so it is raised here.
+        let size = t.size();
+        if (p < 0.0 || p == f64::INFINITY) && reduced.iter().any(|&d| size[d as usize] == 0) {
+            return Err(PruneError::InvalidNorm(format!(
+                "the {p} norm has no value over no entries, and the slices of a tensor of                  shape {size:?} along dim {dim} have none"
+            )));
+        }
         Ok(t.f_norm_scalaropt_dim(p, reduced.as_slice(), false)?)
     }
 }
