@@ -19,7 +19,13 @@ struct Param {
 
 fn random_shape(rng: &mut StdRng) -> Vec<i64> {
     let rank = rng.random_range(1..=4);
-    let mut shape: Vec<i64> = (0..rank).map(|_| rng.random_range(1..=6)).collect();
+    // Now and then a side of 0: a tensor without entries.
+    let mut shape: Vec<i64> = (0..rank)
+        .map(|_| match rng.random_bool(0.1) {
+            true => 0,
+            false => rng.random_range(1..=6),
+        })
+        .collect();
     if rng.random_bool(0.2) {
         shape[0] = 40;
     }
