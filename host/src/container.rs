@@ -168,14 +168,25 @@ pub(crate) fn first_mask(method: &dyn PruningMethod, scores: &Tensor) -> Result<
 }
 
 /// `method.compute_mask(t, default_mask)`, a panic in it turned into the method's failure: no
-/// tensor changes before every mask is computed, so the model stays as it was. (tch itself
-/// panics where libtorch fails inside a call given a `Scalar`.)
+/// tensor changes before every mask is computed, so the model stays as it was.
 fn computed_mask(method: &dyn PruningMethod, t: &Tensor, default_mask: &Tensor) -> Result<Tensor> {
     let run = std::panic::AssertUnwindSafe(|| method.compute_mask(t, default_mask));
     std::panic::catch_unwind(run).unwrap_or_else(|panic| {
-        Err(PruneError::MethodFailed {
-            method: method.name().to_owned(),
-            reason: format!("it panicked: {}", panic_message(panic.as_ref())),
+        let message = panic_message(panic.as_ref());
+        // tch panics, instead of returning the error, where libtorch fails inside a call given
+        // a `Scalar` (the scalar's drop finds the error first): that error, as libtorch said it.
+        let torch = message
+            .strip_prefix("called `Result::unwrap()` on an `Err` value: Torch(\"")
+            .map(|error| {
+                let first_line = error.split("\\n").next().unwrap_or_default();
+                first_line.trim_end_matches("\")")
+            });
+        Err(match torch {
+            Some(error) => PruneError::Torch(tch::TchError::Torch(error.to_owned())),
+            None => PruneError::MethodFailed {
+                method: method.name().to_owned(),
+                reason: format!("it panicked: {message}"),
+            },
         })
     })
 }

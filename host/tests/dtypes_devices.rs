@@ -1,4 +1,5 @@
-//! Parameters of every float dtype, on the CPU and (when present) on CUDA.
+//! Parameters of every float dtype, on the CPU and (when present) on CUDA; and what other
+//! dtypes cannot do.
 
 mod common;
 
@@ -41,4 +42,26 @@ fn every_float_dtype_on_cuda() {
     for kind in [Kind::Float, Kind::Double, Kind::Half, Kind::BFloat16] {
         prune_everything(Device::Cuda(0), kind);
     }
+}
+
+#[test]
+fn what_libtorch_cannot_do_for_a_dtype_is_an_error_naming_it() {
+    // Integers: magnitudes rank, but norms and random draws are for floats only (libtorch's
+    // refusal of the norm would reach tch as a panic: a call given a `Scalar`).
+    let t = Tensor::from_slice(&[3i64, -1, 4, -1, 5, 9, -2, 6]).reshape([2, 4]);
+    let mut m = tchprune::Module::new("Counts").with_parameter("weight", t);
+    let err = prune::ln_structured(&mut m, "weight", 1, Norm::P(2.0), 0, None).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("cannot prune Int64 tensors (norms are of floating-point or complex"),
+        "{err}"
+    );
+    let err = prune::random_unstructured(&mut m, "weight", 2).unwrap_err();
+    assert!(err.to_string().contains("cannot prune Int64"), "{err}");
+    assert!(!m.is_pruned());
+    prune::l1_unstructured(&mut m, "weight", 3, None).unwrap();
+    assert_eq!(
+        common::values(&m.get("weight")),
+        [3., 0., 4., 0., 5., 9., 0., 6.]
+    );
 }

@@ -34,6 +34,8 @@ enum Bad {
     NotBinary,
     Revives,
     Panics,
+    /// Calls libtorch in a way it refuses, through a tch call that panics on that refusal.
+    TchPanics,
 }
 
 impl PruningMethod for Bad {
@@ -43,7 +45,7 @@ impl PruningMethod for Bad {
     fn pruning_type(&self) -> PruningType {
         PruningType::Global
     }
-    fn compute_mask(&self, _t: &Tensor, default_mask: &Tensor) -> Result<Tensor> {
+    fn compute_mask(&self, t: &Tensor, default_mask: &Tensor) -> Result<Tensor> {
         match self {
             Bad::Fails => Err(PruneError::MethodFailed {
                 method: "bad".into(),
@@ -53,6 +55,10 @@ impl PruningMethod for Bad {
             Bad::NotBinary => Ok(default_mask.to_kind(tch::Kind::Float) * 0.5),
             Bad::Revives => Ok(default_mask.ones_like()),
             Bad::Panics => panic!("a bug in the method"),
+            Bad::TchPanics => {
+                let counts = t.to_kind(tch::Kind::Int64);
+                Ok(counts.f_norm_scalaropt_dim(2.0, [0i64].as_slice(), false)?)
+            }
         }
     }
 }
@@ -79,6 +85,7 @@ fn a_failing_repruning_leaves_the_pruned_tensor_as_it_was() {
         prune::apply(&mut m, "weight", Arc::new(Bad::NotBinary), None).unwrap_err(),
         prune::apply(&mut m, "weight", Arc::new(Bad::WrongShape), None).unwrap_err(),
         prune::apply(&mut m, "weight", Arc::new(Bad::Panics), None).unwrap_err(),
+        prune::apply(&mut m, "weight", Arc::new(Bad::TchPanics), None).unwrap_err(),
     ];
     assert!(
         matches!(errors[2].innermost(), PruneError::RevivedEntries(_)),
@@ -96,6 +103,14 @@ fn a_failing_repruning_leaves_the_pruned_tensor_as_it_was() {
             .contains("method bad failed: it panicked: a bug in the method"),
         "{}",
         errors[5]
+    );
+    assert!(
+        errors[6].to_string().contains(
+            "method bad failed: cannot prune Float tensors (libtorch: norm(): input dtype \
+             should be either floating point or complex. Got Long instead.)"
+        ),
+        "{}",
+        errors[6]
     );
     assert_eq!(snapshot(&m), before);
 }

@@ -58,8 +58,22 @@ impl Norm {
                 )))
             }
         };
-        // libtorch refuses these norms over a side of 0 (they have no identity), as PyTorch
-        // does; tch would panic on that error, so it is raised here.
+        // What libtorch refuses is refused here: tch panics on libtorch's errors in `norm`.
+        if !t.is_floating_point()
+            && !matches!(
+                t.kind(),
+                Kind::ComplexHalf | Kind::ComplexFloat | Kind::ComplexDouble
+            )
+        {
+            return Err(PruneError::MethodFailed {
+                method: "ln_structured".to_owned(),
+                reason: format!(
+                    "cannot prune {:?} tensors (norms are of floating-point or complex entries)",
+                    t.kind()
+                ),
+            });
+        }
+        // These norms have no value over a side of 0 (no identity), as in PyTorch.
         let size = t.size();
         if (p < 0.0 || p == f64::INFINITY) && reduced.iter().any(|&d| size[d as usize] == 0) {
             return Err(PruneError::InvalidNorm(format!(
