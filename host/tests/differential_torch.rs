@@ -1,7 +1,8 @@
-//! Differential tests against real PyTorch: random tensors (some with a side of 0), dtypes,
-//! amounts, dims, norms, scores, iterative sequences and global pruning run through both
-//! `torch.nn.utils.prune` and tchprune, through each of tchprune's front ends (the `Module`
-//! reparametrization and a `VarStorePruner` over tch variables).
+//! Differential tests against real PyTorch: random tensors (some with a side of 0, some with
+//! NaN, infinite or zero entries), dtypes, amounts, dims, norms, scores, iterative sequences and
+//! global pruning run through both `torch.nn.utils.prune` and tchprune, through each of
+//! tchprune's front ends (the `Module` reparametrization and a `VarStorePruner` over tch
+//! variables).
 //!
 //! Masks must be identical. Magnitudes are drawn without ties (PyTorch leaves the choice among
 //! tied entries unspecified; `tie_breaking.rs` checks the counts there). Random methods draw the
@@ -46,6 +47,17 @@ impl Generator {
         } else {
             Tensor::randn(shape, (kind, Device::Cpu))
         };
+        // Now and then a few NaN, infinite or zero entries: where `topk` ranks them.
+        if numel > 0 && self.rng.random_bool(0.2) {
+            let flat = t.view([-1]);
+            for _ in 0..self.rng.random_range(1..=3) {
+                let at = self.rng.random_range(0..numel);
+                let special = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 0.0, -0.0];
+                let _ = flat
+                    .get(at)
+                    .fill_(special[self.rng.random_range(0..special.len())]);
+            }
+        }
         self.tensors.push((key.clone(), t));
         key
     }
@@ -289,6 +301,16 @@ fn run_steps(
     Ok(())
 }
 
+/// Equal entry by entry, NaN where the other is NaN.
+fn same_values(a: &Tensor, b: &Tensor) -> bool {
+    a.size() == b.size()
+        && a.eq_tensor(b)
+            .logical_or(&a.isnan().logical_and(&b.isnan()))
+            .all()
+            .int64_value(&[])
+            != 0
+}
+
 #[test]
 fn masks_match_pytorch_on_random_cases() {
     tch::manual_seed(20261127);
@@ -370,7 +392,7 @@ fn masks_match_pytorch_on_random_cases() {
             let effective = effective.to_kind(Kind::Double);
             let their_effective =
                 expected[&format!("{}/{i}/effective", case.id)].to_kind(Kind::Double);
-            if ours != theirs || !effective.equal(&their_effective) {
+            if ours != theirs || !same_values(&effective, &their_effective) {
                 failures.push(format!(
                     "{} ({front:?}) tensor {i} ({:?}): {} differ\n  steps {:?}\n  ours   {ours:?}\n  torch  {theirs:?}",
                     case.id,
