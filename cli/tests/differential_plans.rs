@@ -40,6 +40,18 @@ fn random_values(rng: &mut StdRng, shape: &[i64], kind: Kind) -> Tensor {
     } else {
         Tensor::randn(shape, options)
     };
+    let numel: i64 = shape.iter().product();
+    // Now and then a few NaN, infinite or zero entries: where `topk` ranks them.
+    if numel > 0 && rng.random_bool(0.2) {
+        let flat = t.view([-1]);
+        for _ in 0..rng.random_range(1..=3) {
+            let at = rng.random_range(0..numel);
+            let special = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 0.0, -0.0];
+            let _ = flat
+                .get(at)
+                .fill_(special[rng.random_range(0..special.len())]);
+        }
+    }
     t.to_kind(kind)
 }
 
