@@ -411,30 +411,12 @@ pub fn measure_conv(
     let (dense_weight, dense_bias) = dense_on_cpu(weight, bias)?;
     let xs = Tensor::f_randn(input_shape, (dtype, Device::Cpu))?;
     let dense = || {
-        tch::no_grad(|| {
-            xs.f_conv2d(
-                &dense_weight,
-                dense_bias.as_ref(),
-                [config.stride; 2],
-                [config.padding; 2],
-                [config.dilation; 2],
-                1,
-            )
-        })
+        let (stride, padding, dilation) = (config.stride, config.padding, config.dilation);
+        let (weight, bias) = (&dense_weight, dense_bias.as_ref());
+        tch::no_grad(|| xs.f_conv2d(weight, bias, [stride; 2], [padding; 2], [dilation; 2], 1))
     };
-    // A first call of each, checked: what fails is an error, not a time.
-    let _ = dense().map_err(|err| PruneError::from(err).at(key))?;
-    let _ = sparse.try_forward(&xs).map_err(|err| err.at(key))?;
-    let (dense_seconds, sparse_seconds) = alternating_medians(
-        options.calls,
-        || {
-            let _ = dense();
-        },
-        || {
-            let _ = sparse.try_forward(&xs);
-        },
-    );
-    let times = (dense_seconds, sparse_seconds);
+    let times = alternating_medians(options.calls, || Ok(dense()?), || sparse.try_forward(&xs))
+        .map_err(|err| err.at(key))?;
     let choice = LayerChoice::csr(key, sparse.weight(), dtype, times, options);
     Ok((choice.sparse.then_some(sparse), choice))
 }

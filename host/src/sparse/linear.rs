@@ -189,30 +189,30 @@ impl LayerChoice {
     }
 }
 
-/// Median seconds of `a` and of `b` over `calls` calls each, alternating (after one untimed
-/// call of each), so that whatever else loads the machine weighs on both alike.
-pub(super) fn alternating_medians(
+/// Median seconds of `a` and of `b` over `calls` calls each, alternating, so that whatever else
+/// loads the machine weighs on both alike; after one untimed call of each, whose error (what a
+/// form cannot run) is returned instead of a time.
+pub(super) fn alternating_medians<A, B>(
     calls: usize,
-    mut a: impl FnMut(),
-    mut b: impl FnMut(),
-) -> (f64, f64) {
-    let time = |f: &mut dyn FnMut()| {
-        let start = Instant::now();
-        f();
-        start.elapsed().as_secs_f64()
-    };
-    a();
-    b();
+    mut a: impl FnMut() -> Result<A>,
+    mut b: impl FnMut() -> Result<B>,
+) -> Result<(f64, f64)> {
+    a()?;
+    b()?;
     let (mut ta, mut tb) = (Vec::new(), Vec::new());
     for _ in 0..calls.max(1) {
-        ta.push(time(&mut a));
-        tb.push(time(&mut b));
+        let start = Instant::now();
+        let _ = a();
+        ta.push(start.elapsed().as_secs_f64());
+        let start = Instant::now();
+        let _ = b();
+        tb.push(start.elapsed().as_secs_f64());
     }
     let median = |mut t: Vec<f64>| {
         t.sort_by(f64::total_cmp);
         t[t.len() / 2]
     };
-    (median(ta), median(tb))
+    Ok((median(ta), median(tb)))
 }
 
 /// Times the dense and the CSR form of the layer `weight`/`bias` on this machine's CPU, both on
@@ -229,20 +229,12 @@ pub fn measure(
     let dtype = weight.kind();
     let (weight, bias) = dense_on_cpu(weight, bias)?;
     let xs = Tensor::f_randn([options.batch.max(1), size[1]], (dtype, Device::Cpu))?;
-    let dense = || tch::no_grad(|| xs.f_linear(&weight, bias.as_ref()));
-    // A first call of each, checked: what fails is an error, not a time.
-    let _ = dense().map_err(|err| PruneError::from(err).at(key))?;
-    let _ = sparse.try_forward(&xs).map_err(|err| err.at(key))?;
-    let (dense_seconds, sparse_seconds) = alternating_medians(
+    let times = alternating_medians(
         options.calls,
-        || {
-            let _ = dense();
-        },
-        || {
-            let _ = sparse.try_forward(&xs);
-        },
-    );
-    let times = (dense_seconds, sparse_seconds);
+        || Ok(tch::no_grad(|| xs.f_linear(&weight, bias.as_ref()))?),
+        || sparse.try_forward(&xs),
+    )
+    .map_err(|err| err.at(key))?;
     let choice = LayerChoice::csr(key, sparse.weight(), dtype, times, options);
     Ok((choice.sparse.then_some(sparse), choice))
 }

@@ -195,14 +195,17 @@ pub(super) fn measure_two_of_four(
     let (dense_seconds, sparse_seconds) = alternating_medians(
         options.calls,
         || {
-            let _ = tch::no_grad(|| xs.linear(&weight, bias.as_ref()));
+            let ys = tch::no_grad(|| xs.f_linear(&weight, bias.as_ref()))?;
             synchronize();
+            Ok(ys)
         },
         || {
-            let _ = layer.try_forward(&xs);
+            let ys = layer.try_forward(&xs)?;
             synchronize();
+            Ok(ys)
         },
-    );
+    )
+    .map_err(|err| err.at(key))?;
     let nonzeros = tch::no_grad(|| weight.f_count_nonzero(None::<i64>))?.f_int64_value(&[])?;
     let choice = LayerChoice::new(
         key,
