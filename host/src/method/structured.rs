@@ -77,7 +77,8 @@ impl Norm {
         let size = t.size();
         if (p < 0.0 || p == f64::INFINITY) && reduced.iter().any(|&d| size[d as usize] == 0) {
             return Err(PruneError::InvalidNorm(format!(
-                "the {p} norm has no value over no entries, and the slices of a tensor of                  shape {size:?} along dim {dim} have none"
+                "the {p} norm has no value over no entries, and the slices of a tensor of \
+                 shape {size:?} along dim {dim} have none"
             )));
         }
         Ok(t.f_norm_scalaropt_dim(p, reduced.as_slice(), false)?)
