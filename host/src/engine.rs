@@ -74,6 +74,20 @@ pub trait MaskStore {
     fn training_masks(&self) -> TrainingMasks<'_>;
 }
 
+/// Fails unless `mask` has the shape of the pruned `tensor` at `path`: a variable given data of
+/// another shape (`set_data`) after its pruning no longer fits its mask, and nothing it would
+/// be multiplied by or saved with makes sense.
+pub(crate) fn check_mask_fits(path: &str, tensor: &Tensor, mask: &Tensor) -> Result<()> {
+    if mask.size() == tensor.size() {
+        return Ok(());
+    }
+    Err(PruneError::ShapeMismatch {
+        what: format!("'{path}' changed shape since it was pruned: its mask"),
+        expected: tensor.size(),
+        actual: mask.size(),
+    })
+}
+
 /// Checks that `values` can be written into the tensor at `path`: same shape, a dtype it converts
 /// to; an error names the path.
 pub(crate) fn check_values(store: &impl MaskStore, path: &str, values: &Tensor) -> Result<()> {

@@ -254,6 +254,7 @@ impl Module {
     pub fn try_get(&self, name: &str) -> Result<Tensor> {
         if self.pruning_hook(name).is_some() {
             let (orig, mask) = self.pruned_pair(name)?;
+            crate::engine::check_mask_fits(name, orig, mask)?;
             return Ok(self.products.product(name, orig, mask)?);
         }
         self.parameter(name)

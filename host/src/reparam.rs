@@ -54,6 +54,7 @@ fn tensor_state(root: &Module, path: &str, as_seen: bool) -> Result<(Tensor, Opt
     let module = root.submodule(module_path)?;
     if module.pruning_hook(name).is_some() {
         let (orig, mask) = module.pruned_pair(name).map_err(|e| e.at(path))?;
+        crate::engine::check_mask_fits(path, orig, mask)?;
         let tensor = if as_seen {
             module.try_get(name).map_err(|e| e.at(path))?
         } else {
@@ -167,6 +168,7 @@ pub(crate) fn remove(root: &mut Module, path: &str) -> Result<()> {
         });
     }
     let (orig, mask) = module.pruned_pair(name).map_err(|e| e.at(path))?;
+    crate::engine::check_mask_fits(path, orig, mask)?;
     let mut orig = orig.shallow_clone();
     mask_in_place::mul_mask_(&mut orig, mask)?;
     module.parameters_mut().remove(&orig_name(name));

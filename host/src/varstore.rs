@@ -155,8 +155,10 @@ impl VarStorePruner {
             .variables
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        for (name, pruned) in &mut self.pruned {
-            let mut variable = variables
+        // Every variable is checked before the first is written.
+        let mut targets = Vec::with_capacity(self.pruned.len());
+        for (name, pruned) in &self.pruned {
+            let variable = variables
                 .named_variables
                 .get(name)
                 .map(Tensor::shallow_clone)
@@ -164,6 +166,10 @@ impl VarStorePruner {
                     path: name.clone(),
                     hint: ": it was pruned but has left the VarStore".to_owned(),
                 })?;
+            crate::engine::check_mask_fits(name, &variable, &pruned.mask)?;
+            targets.push(variable);
+        }
+        for ((name, pruned), mut variable) in self.pruned.iter_mut().zip(targets) {
             // The store moved (`vs.set_device`): the mask follows, once.
             pruned.mask = on_device_of(&pruned.mask, &variable)?;
             write_mask(&mut variable, &pruned.mask, name)?;
@@ -267,6 +273,9 @@ impl VarStorePruner {
 
     /// [`VarStorePruner::save`] with the masks in `mask_dtype`.
     pub fn save_with(&self, path: impl AsRef<Path>, mask_dtype: MaskDtype) -> Result<()> {
+        for name in self.pruned.keys() {
+            let _ = self.stored(name)?;
+        }
         checkpoint::write(&self.state_dict(mask_dtype), &self.history_metadata(), path)
     }
 
@@ -432,6 +441,7 @@ fn on_device_of(mask: &Tensor, variable: &Tensor) -> Result<Tensor> {
 
 /// `variable *= mask` in place, without gradients; an error names the variable `name`.
 fn write_mask(variable: &mut Tensor, mask: &Tensor, name: &str) -> Result<()> {
+    crate::engine::check_mask_fits(name, variable, mask)?;
     let mask = on_device_of(mask, variable)?;
     mask_in_place::mul_mask_(variable, &mask).map_err(|e| PruneError::from(e).at(name))
 }
@@ -464,6 +474,9 @@ impl MaskStore for VarStorePruner {
             .get(path)
             .map(|p| on_device_of(&p.mask, &variable))
             .transpose()?;
+        if let Some(mask) = &mask {
+            crate::engine::check_mask_fits(path, &variable, mask)?;
+        }
         Ok((variable, mask))
     }
 

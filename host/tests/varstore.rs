@@ -403,3 +403,65 @@ fn adam_training_keeps_pruned_entries_zero_and_kept_entries_equal_to_the_module_
         );
     }
 }
+
+#[test]
+fn a_variable_given_another_shape_after_its_pruning_is_an_error_naming_it() {
+    let (vs, _net) = net();
+    let mut pruner = VarStorePruner::new(&vs);
+    prune::l1_unstructured(&mut pruner, "conv1.weight", 0.5, None).unwrap();
+    prune::l1_unstructured(&mut pruner, "fc1.weight", 0.5, None).unwrap();
+    let mut fc1 = vs.variables()["fc1.weight"].shallow_clone();
+    let changed = Tensor::ones([5, 5], (Kind::Float, Device::Cpu));
+    tch::no_grad(|| fc1.set_data(&changed));
+    // An optimizer step wrote into conv1's pruned entries: they stay as they are on error
+    // (conv1's mask comes first, and is not written before fc1's is found not to fit).
+    let conv1 = vs.variables()["conv1.weight"].shallow_clone();
+    let _ = tch::no_grad(|| conv1.shallow_clone().fill_(1.0));
+    let before = snapshot(&vs, &pruner);
+
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("pruned.safetensors");
+    let errors = [
+        pruner.apply_masks().unwrap_err(),
+        prune::l1_unstructured(&mut pruner, "fc1.weight", 0.5, None).unwrap_err(),
+        prune::remove(&mut pruner, "fc1.weight").unwrap_err(),
+        pruner.sparsity(&["fc1.weight"]).unwrap_err(),
+        pruner.save(&saved).unwrap_err(),
+        pruner.finalize().unwrap_err(),
+    ];
+    for err in errors {
+        assert_eq!(
+            err.to_string(),
+            "'fc1.weight' changed shape since it was pruned: its mask: expected shape \
+             [5, 5], got [32, 676]"
+        );
+    }
+    assert!(!saved.exists());
+    assert_eq!(snapshot(&vs, &pruner), before);
+    assert_eq!(pruner.pruned_names(), ["conv1.weight", "fc1.weight"]);
+}
+
+#[test]
+fn a_module_parameter_given_another_shape_after_its_pruning_is_an_error_naming_it() {
+    let (vs, mut model) = common::linear_model(4, 3);
+    prune::l1_unstructured(&mut model, "weight", 0.5, None).unwrap();
+    let mut orig = vs.variables()["weight"].shallow_clone();
+    tch::no_grad(|| orig.set_data(&Tensor::ones([2, 2], (Kind::Float, Device::Cpu))));
+    for err in [
+        prune::l1_unstructured(&mut model, "weight", 0.5, None).unwrap_err(),
+        prune::remove(&mut model, "weight").unwrap_err(),
+    ] {
+        assert_eq!(
+            err.to_string(),
+            "'weight' changed shape since it was pruned: its mask: expected shape [2, 2], got \
+             [3, 4]"
+        );
+    }
+    let err = model.try_get("weight").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("changed shape since it was pruned"),
+        "{err}"
+    );
+    assert!(model.is_pruned());
+}
