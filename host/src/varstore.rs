@@ -151,30 +151,34 @@ impl VarStorePruner {
     /// Writes every mask into its variable (`variable *= mask`, in place, without gradients):
     /// what an optimizer step wrote into pruned entries is zero again.
     pub fn apply_masks(&mut self) -> Result<()> {
-        let variables = self
-            .variables
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
         // Every variable is checked before the first is written.
-        let mut targets = Vec::with_capacity(self.pruned.len());
-        for (name, pruned) in &self.pruned {
-            let variable = variables
-                .named_variables
-                .get(name)
-                .map(Tensor::shallow_clone)
-                .ok_or_else(|| PruneError::UnknownParameter {
-                    path: name.clone(),
-                    hint: ": it was pruned but has left the VarStore".to_owned(),
-                })?;
-            crate::engine::check_mask_fits(name, &variable, &pruned.mask)?;
-            targets.push(variable);
-        }
+        let targets = self.pruned_variables()?;
         for ((name, pruned), mut variable) in self.pruned.iter_mut().zip(targets) {
             // The store moved (`vs.set_device`): the mask follows, once.
             pruned.mask = on_device_of(&pruned.mask, &variable)?;
             write_mask(&mut variable, &pruned.mask, name)?;
         }
         Ok(())
+    }
+
+    /// The pruned variables, in the order of `self.pruned`, each checked to be still in the
+    /// VarStore and to have its mask's shape; the error names the first that is not.
+    fn pruned_variables(&self) -> Result<Vec<Tensor>> {
+        let variables = self.lock();
+        (self.pruned.iter())
+            .map(|(name, pruned)| {
+                let variable = variables
+                    .named_variables
+                    .get(name)
+                    .map(Tensor::shallow_clone)
+                    .ok_or_else(|| PruneError::UnknownParameter {
+                        path: name.clone(),
+                        hint: ": it was pruned but has left the VarStore".to_owned(),
+                    })?;
+                crate::engine::check_mask_fits(name, &variable, &pruned.mask)?;
+                Ok(variable)
+            })
+            .collect()
     }
 
     /// `opt.step()`, then [`VarStorePruner::apply_masks`].
@@ -273,9 +277,7 @@ impl VarStorePruner {
 
     /// [`VarStorePruner::save`] with the masks in `mask_dtype`.
     pub fn save_with(&self, path: impl AsRef<Path>, mask_dtype: MaskDtype) -> Result<()> {
-        for name in self.pruned.keys() {
-            let _ = self.stored(name)?;
-        }
+        self.pruned_variables()?;
         checkpoint::write(&self.state_dict(mask_dtype), &self.history_metadata(), path)
     }
 
@@ -441,7 +443,6 @@ fn on_device_of(mask: &Tensor, variable: &Tensor) -> Result<Tensor> {
 
 /// `variable *= mask` in place, without gradients; an error names the variable `name`.
 fn write_mask(variable: &mut Tensor, mask: &Tensor, name: &str) -> Result<()> {
-    crate::engine::check_mask_fits(name, variable, mask)?;
     let mask = on_device_of(mask, variable)?;
     mask_in_place::mul_mask_(variable, &mask).map_err(|e| PruneError::from(e).at(name))
 }
@@ -541,7 +542,9 @@ impl Prunable for VarStorePruner {
                 path: path.to_owned(),
             });
         };
-        write_mask(&mut self.variable(path)?, &pruned.mask, path)?;
+        let mut variable = self.variable(path)?;
+        crate::engine::check_mask_fits(path, &variable, &pruned.mask)?;
+        write_mask(&mut variable, &pruned.mask, path)?;
         self.pruned.remove(path);
         Ok(())
     }
