@@ -284,6 +284,22 @@ pub const WORKLOADS: &[Workload] = &[
         gpu: false,
     },
     Workload {
+        id: "sparse_mlp_95_bf16",
+        label: "eval forward, MLP 3x2048 in bf16 at 95% (every layer), batch 1: speedup over dense bf16 (PyTorch: CSR in f32, its CPU CSR has no bf16)",
+        compare: Compare::SpeedupOverPytorch,
+        target: 1.5,
+        kept_memory: false,
+        gpu: false,
+    },
+    Workload {
+        id: "sparse_mlp_95_bf16_b8",
+        label: "eval forward, MLP 3x2048 in bf16 at 95% (every layer), batch 8: speedup over dense bf16 (PyTorch: CSR in f32, its CPU CSR has no bf16)",
+        compare: Compare::SpeedupOverPytorch,
+        target: 1.5,
+        kept_memory: false,
+        gpu: false,
+    },
+    Workload {
         id: "sparse_conv_95_64x56",
         label: "eval forward, conv 3x3 64->64 on 56x56 at 95%, batch 1: speedup over dense conv2d (PyTorch: unfold + CSR)",
         compare: Compare::Speedup,

@@ -495,8 +495,10 @@ pub fn run(id: &str, runs: usize) -> Result<Value> {
             semi_structured(n, batch, runs * 4)
         }
         "sparse_cnn_95" => sparse_cnn(runs * 4),
-        "sparse_mlp_95" => sparse_mlp(1, runs * 4),
-        "sparse_mlp_95_b8" => sparse_mlp(8, runs * 4),
+        "sparse_mlp_95" => sparse_mlp(1, Kind::Float, runs * 4),
+        "sparse_mlp_95_b8" => sparse_mlp(8, Kind::Float, runs * 4),
+        "sparse_mlp_95_bf16" => sparse_mlp(1, Kind::BFloat16, runs * 4),
+        "sparse_mlp_95_bf16_b8" => sparse_mlp(8, Kind::BFloat16, runs * 4),
         other => anyhow::bail!("unknown workload {other}"),
     })
 }
@@ -663,31 +665,33 @@ fn cnn(vs: &nn::VarStore) -> Module {
 /// the dense model against `sparse::sparsify_with_input`'s.
 fn sparse_cnn(calls: usize) -> Value {
     let keys = ["2.weight", "5.weight", "7.weight", "11.weight"].map(String::from);
-    sparse_model_speed(cnn, &keys, &[1, 3, 56, 56], calls, |model, x, options| {
+    let input = (&[1, 3, 56, 56][..], Kind::Float);
+    sparse_model_speed(cnn, &keys, input, calls, |model, x, options| {
         tchprune::sparse::sparsify_with_input(model, x, options)
     })
 }
 
-/// The 3x2048 MLP (two hidden layers of 2048, ReLU) at 95% in every layer, eval forward: dense
-/// against `sparse::sparsify`'s model.
-fn sparse_mlp(batch: i64, calls: usize) -> Value {
+/// The 3x2048 MLP (two hidden layers of 2048, ReLU) in `dtype` at 95% in every layer, eval
+/// forward: dense against `sparse::sparsify`'s model.
+fn sparse_mlp(batch: i64, dtype: Kind, calls: usize) -> Value {
     let keys: Vec<String> = (mlp(&nn::VarStore::new(Device::Cpu)).named_parameters())
         .into_iter()
         .map(|(k, _)| k)
         .filter(|k| k.ends_with("weight"))
         .collect();
-    sparse_model_speed(mlp, &keys, &[batch, 2048], calls, |model, _, options| {
+    let input = (&[batch, 2048][..], dtype);
+    sparse_model_speed(mlp, &keys, input, calls, |model, _, options| {
         tchprune::sparse::sparsify(model, options)
     })
 }
 
-/// The model `build` makes with `keys` pruned to 95% by magnitude (made permanent), eval
-/// forward on an input of `input_shape`, alternating: a dense copy of it against the model
-/// `sparsify` makes of it (measured at the input's batch).
+/// The model `build` makes with `keys` pruned to 95% by magnitude (made permanent), in the
+/// input's dtype, eval forward on an input of `input_shape`, alternating: a dense copy of it
+/// against the model `sparsify` makes of it (measured at the input's batch).
 fn sparse_model_speed(
     build: fn(&nn::VarStore) -> Module,
     keys: &[String],
-    input_shape: &[i64],
+    (input_shape, dtype): (&[i64], Kind),
     calls: usize,
     sparsify: impl FnOnce(
         &mut Module,
@@ -695,14 +699,16 @@ fn sparse_model_speed(
         &tchprune::sparse::SpeedOptions,
     ) -> tchprune::Result<Vec<tchprune::sparse::LayerChoice>>,
 ) -> Value {
-    let vs = nn::VarStore::new(Device::Cpu);
+    let mut vs = nn::VarStore::new(Device::Cpu);
     let mut model = build(&vs);
+    vs.set_kind(dtype);
     for key in keys {
         prune::l1_unstructured(&mut model, key, 0.95, None).expect("prunes");
         prune::remove(&mut model, key).expect("removes");
     }
-    let vs_dense = nn::VarStore::new(Device::Cpu);
+    let mut vs_dense = nn::VarStore::new(Device::Cpu);
     let dense_model = build(&vs_dense);
+    vs_dense.set_kind(dtype);
     let pruned: std::collections::HashMap<String, Tensor> =
         model.named_parameters().into_iter().collect();
     tch::no_grad(|| {
@@ -710,7 +716,7 @@ fn sparse_model_speed(
             t.copy_(&pruned[&k]);
         }
     });
-    let x = Tensor::randn(input_shape, (Kind::Float, Device::Cpu));
+    let x = Tensor::randn(input_shape, (dtype, Device::Cpu));
     let measured = tchprune::sparse::SpeedOptions {
         batch: input_shape[0],
         ..Default::default()

@@ -62,6 +62,16 @@ fn the_unfolded_product_matches_conv2d() {
             difference <= 1e-5 * scale,
             "{difference} for k{k} s{stride} p{padding} d{dilation}"
         );
+        // A bf16 weight, kept in bf16, gives its f32 copy's outputs exactly.
+        let weight = weight.to_kind(Kind::BFloat16);
+        let config = config(stride, padding, dilation);
+        let narrow = SparseConv2d::new(&weight, Some(&bias), &config).unwrap();
+        let wide = SparseConv2d::new(&weight.to_kind(Kind::Float), Some(&bias), &config).unwrap();
+        assert!(narrow.weight().bytes() < wide.weight().bytes());
+        assert!(
+            narrow.forward(&xs).equal(&wide.forward(&xs)),
+            "k{k} s{stride}"
+        );
     }
 }
 

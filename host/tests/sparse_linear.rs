@@ -94,6 +94,35 @@ fn wide_inputs_take_32_bit_columns() {
 }
 
 #[test]
+fn a_bf16_weight_keeps_its_values_in_bf16_and_multiplies_as_its_f32_copy() {
+    tch::manual_seed(4);
+    for (rows, cols) in [(37, 300), (5, 70_000)] {
+        let weight = sparse_weight(rows, cols, 0.1).to_kind(Kind::BFloat16);
+        // Negative zeros are zeros; a NaN is a non-zero, as in the f32 layer.
+        let _ = weight.get(0).get(0).fill_(-0.0);
+        let _ = weight.get(1).get(1).fill_(f64::NAN);
+        let narrow = SparseLinear::new(&weight, None).unwrap();
+        let wide = SparseLinear::new(&weight.to_kind(Kind::Float), None).unwrap();
+        let nonzeros = weight.ne(0).sum(Kind::Int64).int64_value(&[]) as usize;
+        assert_eq!(narrow.weight().nonzeros(), nonzeros);
+        assert_eq!(wide.weight().nonzeros(), nonzeros);
+        let index = if cols <= 1 << 16 { 2 } else { 4 };
+        let row_starts = (rows as usize + 1) * 4;
+        assert_eq!(narrow.weight().bytes(), nonzeros * (2 + index) + row_starts);
+        assert_eq!(wide.weight().bytes(), nonzeros * (4 + index) + row_starts);
+        for batch in [1, 3, 8, 16, 32, 40] {
+            let xs = Tensor::randn([batch, cols], (Kind::Float, Device::Cpu));
+            let (ours, f32_copy) = (narrow.forward(&xs), wide.forward(&xs));
+            assert!(
+                ours.allclose(&f32_copy, 0.0, 0.0, true),
+                "batch {batch}, {rows}x{cols}"
+            );
+            assert_eq!(ours.get(0).get(1).isnan().int64_value(&[]), 1);
+        }
+    }
+}
+
+#[test]
 fn what_does_not_fit_is_an_error() {
     let layer = SparseLinear::new(&sparse_weight(4, 6, 0.5), None).unwrap();
     let err = layer
