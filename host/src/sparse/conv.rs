@@ -129,7 +129,7 @@ impl SparseConv2d {
                     .f_reshape([batch * positions, patch])?
                     .f_contiguous()?;
                 self.weight
-                    .multiply(&rows)?
+                    .multiply(&rows, None)?
                     .f_reshape([batch, positions, out])?
                     .f_permute([0, 2, 1])?
             };

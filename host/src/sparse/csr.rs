@@ -217,37 +217,19 @@ impl<C, V> Entries<'_, C, V> {
 /// column and value types it stores.
 macro_rules! with_entries {
     ($m:expr, $entries:ident => $body:expr) => {
-        match (&$m.columns, &$m.values) {
-            (Columns::U16(columns), Values::F32(values)) => {
-                let $entries = Entries {
-                    row_starts: &$m.row_starts,
-                    columns,
-                    values,
-                };
+        match &$m.columns {
+            Columns::U16(columns) => with_entries!(@values $m, columns, $entries => $body),
+            Columns::U32(columns) => with_entries!(@values $m, columns, $entries => $body),
+        }
+    };
+    (@values $m:expr, $columns:ident, $entries:ident => $body:expr) => {
+        match &$m.values {
+            Values::F32(values) => {
+                let $entries = Entries { row_starts: &$m.row_starts, columns: $columns, values };
                 $body
             }
-            (Columns::U16(columns), Values::Bf16(values)) => {
-                let $entries = Entries {
-                    row_starts: &$m.row_starts,
-                    columns,
-                    values,
-                };
-                $body
-            }
-            (Columns::U32(columns), Values::F32(values)) => {
-                let $entries = Entries {
-                    row_starts: &$m.row_starts,
-                    columns,
-                    values,
-                };
-                $body
-            }
-            (Columns::U32(columns), Values::Bf16(values)) => {
-                let $entries = Entries {
-                    row_starts: &$m.row_starts,
-                    columns,
-                    values,
-                };
+            Values::Bf16(values) => {
+                let $entries = Entries { row_starts: &$m.row_starts, columns: $columns, values };
                 $body
             }
         }
@@ -403,32 +385,52 @@ impl CsrMatrix {
         })
     }
 
-    /// `x @ self^T` for `x` of `[batch, cols]`, a contiguous `f32` CPU tensor: `[batch, rows]`.
-    pub(crate) fn multiply(&self, x: &Tensor) -> Result<Tensor> {
-        let batch = x.size()[0];
-        let y = Tensor::f_empty([batch, self.rows as i64], (Kind::Float, Device::Cpu))?;
+    /// `x @ self^T + bias` for `x` of `[batch, cols]`, a contiguous `f32` CPU tensor, and `bias`
+    /// of `rows` (if any): `[batch, rows]`.
+    pub(crate) fn multiply(&self, x: &Tensor, bias: Option<&[f32]>) -> Result<Tensor> {
+        let (rows, cols) = (self.rows, self.cols);
+        let size = x.size();
+        let fits = size.len() == 2
+            && size[1] == cols as i64
+            && x.kind() == Kind::Float
+            && x.device() == Device::Cpu
+            && x.is_contiguous()
+            && bias.map_or(true, |b| b.len() == rows);
+        if !fits {
+            return Err(PruneError::ShapeMismatch {
+                what: "a sparse product's contiguous f32 input (and its bias)".to_owned(),
+                expected: vec![-1, cols as i64],
+                actual: size,
+            });
+        }
+        let batch = size[0] as usize;
+        let y = Tensor::f_empty([batch as i64, rows as i64], (Kind::Float, Device::Cpu))?;
+        // SAFETY: `x` is a contiguous `f32` CPU tensor of `batch * cols` floats (checked above)
+        // and `y` a fresh one of `batch * rows`, both alive meanwhile; `y` is only written here.
+        let (xs, ys) = unsafe { (floats(x), floats_mut(&y)) };
+        // Blocks of the batch, widest first: each is one pass over the weight, on the block
+        // transposed (here: libtorch's copy of a transposed block takes several times longer).
+        let (mut xt, mut yt) = (Vec::new(), Vec::new());
         let mut done = 0;
-        // Blocks of the batch, widest first: each is one pass over the weight.
         for width in [32, 16, 8, 4, 2, 1] {
             while batch - done >= width {
-                let block = x.f_narrow(0, done, width)?;
+                let inputs = &xs[done * cols..(done + width) * cols];
+                let outputs = &mut ys[done * rows..(done + width) * rows];
                 if width == 1 {
-                    let out = y.f_narrow(0, done, 1)?;
-                    // SAFETY: one row of the contiguous `x` and of the fresh `y`, `cols` and
-                    // `rows` floats, alive meanwhile; `y` is not read while written.
-                    let (xt, yt) = unsafe { (floats(&block), floats_mut(&out)) };
-                    self.block_product(xt, 1, yt);
+                    self.block_product(inputs, 1, outputs);
                 } else {
-                    let xt = block.f_tr()?.f_contiguous()?;
-                    let yt =
-                        Tensor::f_empty([self.rows as i64, width], (Kind::Float, Device::Cpu))?;
-                    // SAFETY: contiguous `f32` tensors of `cols * width` and `rows * width`
-                    // floats, alive meanwhile; `yt` is fresh and only written here.
-                    let (xs, ys) = unsafe { (floats(&xt), floats_mut(&yt)) };
-                    self.block_product(xs, width as usize, ys);
-                    y.f_narrow(0, done, width)?.f_copy_(&yt.f_tr()?)?;
+                    xt.resize(cols * width, 0.0);
+                    transpose(inputs, width, cols, &mut xt);
+                    yt.resize(rows * width, 0.0);
+                    self.block_product(&xt, width, &mut yt);
+                    transpose(&yt, rows, width, outputs);
                 }
                 done += width;
+            }
+        }
+        if let Some(bias) = bias {
+            for outputs in ys.chunks_exact_mut(rows.max(1)) {
+                outputs.iter_mut().zip(bias).for_each(|(y, b)| *y += b);
             }
         }
         Ok(y)
@@ -745,6 +747,85 @@ fn rows_single<C: Column, V: Value>(
     }
 }
 
+/// `dst` (`[cols, rows]`) = `src` (`[rows, cols]`) transposed, by tiles of 8x8 (in AVX
+/// registers where the CPU has them), then the edges that do not fill a tile.
+fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    const T: usize = 8;
+    assert!(src.len() >= rows * cols && dst.len() >= rows * cols);
+    let (full_rows, full_cols) = (rows / T * T, cols / T * T);
+    #[cfg(target_arch = "x86_64")]
+    let avx = std::arch::is_x86_feature_detected!("avx");
+    for r0 in (0..full_rows).step_by(T) {
+        for c0 in (0..full_cols).step_by(T) {
+            #[cfg(target_arch = "x86_64")]
+            if avx {
+                // SAFETY: the CPU has AVX; the tile's 8 rows of 8 at `(r0, c0)` lie within
+                // `src` and its 8 columns of 8 at `(c0, r0)` within `dst` (asserted sizes).
+                unsafe {
+                    let from = src.as_ptr().add(r0 * cols + c0);
+                    transpose8_avx(from, cols, dst.as_mut_ptr().add(c0 * rows + r0), rows);
+                }
+                continue;
+            }
+            for i in 0..T {
+                for j in 0..T {
+                    dst[(c0 + j) * rows + r0 + i] = src[(r0 + i) * cols + c0 + j];
+                }
+            }
+        }
+    }
+    let edges = (full_rows..rows)
+        .flat_map(|r| (0..cols).map(move |c| (r, c)))
+        .chain((0..full_rows).flat_map(|r| (full_cols..cols).map(move |c| (r, c))));
+    for (r, c) in edges {
+        dst[c * rows + r] = src[r * cols + c];
+    }
+}
+
+/// The 8x8 tile at `src` (rows `src_stride` floats apart) transposed to `dst` (rows
+/// `dst_stride` apart): unpack pairs, shuffle quads, swap halves.
+///
+/// # Safety
+/// The CPU has AVX; 8 rows of 8 floats are readable at `src` and writable at `dst`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn transpose8_avx(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+    use std::arch::x86_64::*;
+    // SAFETY: as the caller promises.
+    unsafe {
+        let mut r = [_mm256_setzero_ps(); 8];
+        for (i, row) in r.iter_mut().enumerate() {
+            *row = _mm256_loadu_ps(src.add(i * src_stride));
+        }
+        let pairs = [
+            _mm256_unpacklo_ps(r[0], r[1]),
+            _mm256_unpackhi_ps(r[0], r[1]),
+            _mm256_unpacklo_ps(r[2], r[3]),
+            _mm256_unpackhi_ps(r[2], r[3]),
+            _mm256_unpacklo_ps(r[4], r[5]),
+            _mm256_unpackhi_ps(r[4], r[5]),
+            _mm256_unpacklo_ps(r[6], r[7]),
+            _mm256_unpackhi_ps(r[6], r[7]),
+        ];
+        let quads = [
+            _mm256_shuffle_ps::<0x44>(pairs[0], pairs[2]),
+            _mm256_shuffle_ps::<0xEE>(pairs[0], pairs[2]),
+            _mm256_shuffle_ps::<0x44>(pairs[1], pairs[3]),
+            _mm256_shuffle_ps::<0xEE>(pairs[1], pairs[3]),
+            _mm256_shuffle_ps::<0x44>(pairs[4], pairs[6]),
+            _mm256_shuffle_ps::<0xEE>(pairs[4], pairs[6]),
+            _mm256_shuffle_ps::<0x44>(pairs[5], pairs[7]),
+            _mm256_shuffle_ps::<0xEE>(pairs[5], pairs[7]),
+        ];
+        for j in 0..4 {
+            let low = _mm256_permute2f128_ps::<0x20>(quads[j], quads[j + 4]);
+            let high = _mm256_permute2f128_ps::<0x31>(quads[j], quads[j + 4]);
+            _mm256_storeu_ps(dst.add(j * dst_stride), low);
+            _mm256_storeu_ps(dst.add((j + 4) * dst_stride), high);
+        }
+    }
+}
+
 /// Row ranges covering all rows, `parts` of them with about equal non-zero counts.
 fn balanced_rows(row_starts: &[u32], parts: usize) -> Vec<(usize, usize)> {
     let rows = row_starts.len() - 1;
@@ -1018,6 +1099,38 @@ unsafe fn single_avx2<C: Column, V: Value>(
                 total += values[k].get() * x[columns[k].get()];
             }
             *output = total;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transpose;
+
+    #[test]
+    fn transpose_moves_every_entry_whatever_the_shape() {
+        for (rows, cols) in [
+            (0, 5),
+            (5, 0),
+            (1, 1),
+            (8, 8),
+            (3, 17),
+            (32, 2048),
+            (19, 8),
+            (16, 9),
+        ] {
+            let src: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+            let mut dst = vec![f32::NAN; rows * cols];
+            transpose(&src, rows, cols, &mut dst);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(
+                        dst[c * rows + r],
+                        src[r * cols + c],
+                        "{rows}x{cols} at {r},{c}"
+                    );
+                }
+            }
         }
     }
 }

@@ -75,10 +75,7 @@ impl SparseLinear {
                 .f_reshape([batch, features])?
                 .f_contiguous()?)
         })?;
-        let mut y = self.weight.multiply(&input)?;
-        if let Some(bias) = &self.bias {
-            y = y.f_add(&Tensor::from_slice(bias))?;
-        }
+        let y = self.weight.multiply(&input, self.bias.as_deref())?;
         let mut shape = size;
         *shape.last_mut().expect("checked") = self.weight.rows() as i64;
         Ok(y.f_reshape(&shape)?.f_to_kind(xs.kind())?)
