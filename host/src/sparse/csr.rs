@@ -1172,7 +1172,7 @@ unsafe fn single_avx2<C: Column, V: Value>(
 
 #[cfg(test)]
 mod tests {
-    use super::{rows_single, transpose, Bf16, Column, Entries, Value};
+    use super::{rows_single, transpose, Bf16, Column, Columns, Entries, Value};
 
     /// Rows of 0 to 40 entries at spread columns, values and inputs whose products and sums
     /// are exact in `f32` (so every summation order gives the same bits), and the sums in f64.
@@ -1282,6 +1282,62 @@ mod tests {
             &x,
             &expected,
         );
+    }
+
+    #[test]
+    fn every_block_kernel_gives_the_exact_sums() {
+        use super::{dispatch_width, tiled_rows, CsrMatrix, Values};
+        use tch::Tensor;
+        // Weights in quarters and inputs in eighths, small: every product and sum is exact in
+        // `f32`, so the portable and the AVX2 kernels must give the same bits.
+        let (rows, cols, batch) = (37usize, 600usize, 64usize);
+        let weight: Vec<f32> = (0..rows * cols)
+            .map(|i| {
+                if i * 7 % 5 == 0 {
+                    ((i % 11) as f32 - 5.0) / 4.0
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let x: Vec<f32> = (0..batch * cols)
+            .map(|i| ((i % 9) as f32 - 4.0) / 8.0)
+            .collect();
+        let expected: Vec<f32> = (0..batch * rows)
+            .map(|i| {
+                let (b, r) = (i / rows, i % rows);
+                let sum: f64 = (0..cols)
+                    .map(|c| f64::from(weight[r * cols + c]) * f64::from(x[b * cols + c]))
+                    .sum();
+                sum as f32
+            })
+            .collect();
+        let tensor = Tensor::from_slice(&weight).reshape([rows as i64, cols as i64]);
+        let m = CsrMatrix::from_dense(&tensor).unwrap();
+        let xs = Tensor::from_slice(&x).reshape([batch as i64, cols as i64]);
+        let y: Vec<f32> = Vec::try_from(m.multiply(&xs, None).unwrap().view(-1)).unwrap();
+        assert_eq!(y, expected, "multiply");
+        for width in [1, 2, 4, 8, 16, 32, 64] {
+            let mut xt = vec![0.0; cols * width];
+            transpose(&x[..width * cols], width, cols, &mut xt);
+            let mut expected_t = vec![0.0; rows * width];
+            transpose(&expected[..width * rows], width, rows, &mut expected_t);
+            let mut out = vec![f32::NAN; rows * width];
+            with_entries!(m, entries => dispatch_width(&entries, 0, rows, &xt, width, &mut out));
+            assert_eq!(out, expected_t, "the portable rows, width {width}");
+            m.rows_times(0, rows, &xt, width, &mut out);
+            assert_eq!(out, expected_t, "the kernel this CPU runs, width {width}");
+            if let (8 | 16 | 32, Values::F32(values)) = (width, &m.tiled().values) {
+                let mut out = vec![f32::NAN; rows * width];
+                let tiled = m.tiled();
+                match width {
+                    8 => tiled_rows::<f32, 8>(tiled, values, rows, 0, rows, &xt, &mut out),
+                    16 => tiled_rows::<f32, 16>(tiled, values, rows, 0, rows, &xt, &mut out),
+                    _ => tiled_rows::<f32, 32>(tiled, values, rows, 0, rows, &xt, &mut out),
+                }
+                assert_eq!(out, expected_t, "the portable tiles, width {width}");
+            }
+        }
     }
 
     #[test]
