@@ -106,6 +106,8 @@ fn a_bf16_weight_keeps_its_values_in_bf16_and_multiplies_as_its_f32_copy() {
         let nonzeros = weight.ne(0).sum(Kind::Int64).int64_value(&[]) as usize;
         assert_eq!(narrow.weight().nonzeros(), nonzeros);
         assert_eq!(wide.weight().nonzeros(), nonzeros);
+        assert_eq!(narrow.weight().value_kind(), Kind::BFloat16);
+        assert_eq!(wide.weight().value_kind(), Kind::Float);
         let index = if cols <= 1 << 16 { 2 } else { 4 };
         let row_starts = (rows as usize + 1) * 4;
         assert_eq!(narrow.weight().bytes(), nonzeros * (2 + index) + row_starts);

@@ -333,6 +333,14 @@ impl CsrMatrix {
         self.values.len()
     }
 
+    /// The dtype the non-zero values are stored in: `BFloat16` for a bf16 weight, else `Float`.
+    pub fn value_kind(&self) -> Kind {
+        match self.values {
+            Values::F32(_) => Kind::Float,
+            Values::Bf16(_) => Kind::BFloat16,
+        }
+    }
+
     /// The bytes the matrix occupies: values, column indices and row starts.
     pub fn bytes(&self) -> usize {
         let index = match &self.columns {
