@@ -293,8 +293,8 @@ impl CsrMatrix {
         let on_cpu = weight.f_to_device(Device::Cpu)?.f_contiguous()?;
         let (row_starts, columns, values) = if weight.kind() == Kind::BFloat16 {
             let bits: Vec<i16> = Vec::try_from(on_cpu.f_view_dtype(Kind::Int16)?.f_view(-1)?)?;
-            let bits: Vec<Bf16> = bits.into_iter().map(|b| Bf16(b as u16)).collect();
-            let (starts, columns, values) = compress(&bits, rows, cols, |v| v.0 & 0x7fff != 0)?;
+            let (starts, columns, bits) = compress(&bits, rows, cols, |b| b & 0x7fff != 0)?;
+            let values = bits.into_iter().map(|b| Bf16(b as u16)).collect();
             (starts, columns, Values::Bf16(values))
         } else {
             let dense: Vec<f32> = Vec::try_from(on_cpu.f_to_kind(Kind::Float)?.f_view(-1)?)?;
@@ -576,10 +576,10 @@ impl CsrMatrix {
     }
 }
 
-/// `compress(dense, rows, cols, is_nonzero)`: the row starts, columns and values of the
-/// non-zero entries of `dense` (`rows` rows of `cols`).
+/// A matrix's row starts, columns and non-zero values.
 type Compressed<T> = (Vec<u32>, Vec<u32>, Vec<T>);
 
+/// The non-zero entries of `dense` (`rows` rows of `cols`), by `is_nonzero`.
 fn compress<T: Copy>(
     dense: &[T],
     rows: usize,
