@@ -494,6 +494,8 @@ def workloads(runs):
         "semi_structured_4096_b4096": lambda: semi_structured(4096, 4096, runs * 4),
         "semi_structured_8192_b8192": lambda: semi_structured(8192, 8192, runs * 4),
         "semi_structured_16384_b4096": lambda: semi_structured(16384, 4096, runs * 4),
+        "sparse_tall_95_b8": lambda: sparse_speed((16384, 256), 0.95, 8, runs * 4),
+        "sparse_tall_95_b64": lambda: sparse_speed((16384, 256), 0.95, 64, runs * 4),
         "sparse_conv_95_64x56": lambda: sparse_conv_speed(64, 56, runs * 4),
         "sparse_conv_95_128x28": lambda: sparse_conv_speed(128, 28, runs * 4),
         "sparse_conv_95_256x14": lambda: sparse_conv_speed(256, 14, runs * 4),

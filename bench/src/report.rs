@@ -260,6 +260,22 @@ pub const WORKLOADS: &[Workload] = &[
         gpu: false,
     },
     Workload {
+        id: "sparse_tall_95_b8",
+        label: "speedup over dense linear, 16384x256 f32 at 95% sparsity (about 13 non-zeros per row), batch 8: tchprune's sparse kernel vs libtorch's CSR (MKL)",
+        compare: Compare::SpeedupOverPytorch,
+        target: 1.5,
+        kept_memory: false,
+        gpu: false,
+    },
+    Workload {
+        id: "sparse_tall_95_b64",
+        label: "speedup over dense linear, 16384x256 f32 at 95% sparsity (about 13 non-zeros per row), batch 64: tchprune's sparse kernel vs libtorch's CSR (MKL)",
+        compare: Compare::SpeedupOverPytorch,
+        target: 1.5,
+        kept_memory: false,
+        gpu: false,
+    },
+    Workload {
         id: "sparse_cnn_95",
         label: "eval forward, VGG-style CNN (4 convs 3x3 to 128 channels, 3x56x56) at 95% but the first conv, batch 1: speedup over dense (sparsify_with_input; PyTorch: unfold + CSR)",
         compare: Compare::Speedup,

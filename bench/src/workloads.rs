@@ -462,6 +462,11 @@ pub fn run(id: &str, runs: usize) -> Result<Value> {
             let batch: i64 = parts.next().unwrap_or("").parse()?;
             sparse_speed(&[4096, 4096], percent / 100.0, batch, runs * 4)
         }
+        id if id.starts_with("sparse_tall_95_b") => {
+            // sparse_tall_95_b{batch}: many short rows
+            let batch: i64 = id["sparse_tall_95_b".len()..].parse()?;
+            sparse_speed(&[16384, 256], 0.95, batch, runs * 4)
+        }
         id if id.starts_with("sparse_conv_95_") => {
             // sparse_conv_95_{channels}x{size}
             let mut parts = id["sparse_conv_95_".len()..].split('x');

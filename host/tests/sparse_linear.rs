@@ -43,6 +43,8 @@ fn the_kernel_matches_the_dense_linear_at_every_batch() {
         (7, 13, 0.5),
         (300, 257, 0.1),
         (64, 2048, 0.05),
+        // Tall: every core takes several chunks of rows at every block width.
+        (9000, 40, 0.3),
         (5, 9, 0.0),
         (4, 0, 0.5),
         (0, 6, 0.5),

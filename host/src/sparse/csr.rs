@@ -4,7 +4,9 @@
 //! where the bytes read promise about 5x. This kernel reads less (16-bit column indices when
 //! the weight has at most 65,536 columns), splits the rows among the cores by their non-zero
 //! count, and for a batch keeps one block of up to 64 outputs per row in vector registers while
-//! it walks the row's non-zeros over a transposed copy of the input (AVX2 where the CPU has it).
+//! it walks the row's non-zeros over a transposed copy of the input (AVX2 where the CPU has it);
+//! each core writes its rows' outputs back to the samples a chunk at a time, while the chunk is
+//! in its cache (a tall layer's outputs at batch 64 are megabytes).
 //! A bf16 weight keeps its values in bf16 (widening one to `f32` is a shift), so a bf16 model's
 //! kernel reads two thirds of the bytes a `f32` copy of its weights would make it read.
 
@@ -270,6 +272,10 @@ const UNTILED_INPUT_BYTES: usize = 256 << 10;
 /// Columns per tile: a block of 32 samples of 256 inputs is 32 KiB, an L1 cache.
 const TILE_COLUMNS: usize = 256;
 
+/// The outputs of a chunk of rows a core computes, then writes to the samples while they are
+/// in its L2 cache.
+const CHUNK_OUTPUT_BYTES: usize = 64 << 10;
+
 /// Below this many multiply-adds a call stays on the calling thread.
 const PARALLEL_WORK: usize = 1 << 17;
 
@@ -418,27 +424,56 @@ impl CsrMatrix {
         let (xs, ys) = unsafe { (floats(x), floats_mut(&y)) };
         // Blocks of the batch, widest first: each is one pass over the weight, on the block
         // transposed (here: libtorch's copy of a transposed block takes several times longer).
-        let (mut xt, mut yt) = (Vec::new(), Vec::new());
+        // Each core transposes the outputs of its own rows back, while they are in its cache.
+        let mut xt = Vec::new();
         let mut done = 0;
         for width in [32, 16, 8, 4, 2, 1] {
             while batch - done >= width {
                 let inputs = &xs[done * cols..(done + width) * cols];
                 let outputs = &mut ys[done * rows..(done + width) * rows];
                 if width == 1 {
-                    self.block_product(inputs, 1, outputs);
+                    self.by_row_ranges(1, outputs, |start, end, out| {
+                        self.rows_times(start, end, inputs, 1, out);
+                        if let Some(bias) = bias {
+                            out.iter_mut()
+                                .zip(&bias[start..end])
+                                .for_each(|(y, b)| *y += b);
+                        }
+                    });
                 } else {
                     xt.resize(cols * width, 0.0);
                     transpose(inputs, width, cols, &mut xt);
-                    yt.resize(rows * width, 0.0);
-                    self.block_product(&xt, width, &mut yt);
-                    transpose(&yt, rows, width, outputs);
+                    let samples = SampleRows(outputs.as_mut_ptr());
+                    let chunk_rows = (CHUNK_OUTPUT_BYTES / (width * 4)).max(8);
+                    self.for_row_ranges(width, |start, end| {
+                        let mut chunk = vec![0.0; chunk_rows.min(end - start) * width];
+                        for first in (start..end).step_by(chunk_rows) {
+                            let last = (first + chunk_rows).min(end);
+                            let out = &mut chunk[..(last - first) * width];
+                            self.rows_times(first, last, &xt, width, out);
+                            if let Some(bias) = bias {
+                                for (row, b) in out.chunks_exact_mut(width).zip(&bias[first..last])
+                                {
+                                    row.iter_mut().for_each(|y| *y += b);
+                                }
+                            }
+                            // SAFETY: `out` holds rows `first..last` (`width` floats each);
+                            // `outputs` is `width` samples of `rows` floats, of which this call
+                            // alone writes columns `first..last` (the ranges are disjoint).
+                            unsafe {
+                                transpose_strided(
+                                    out.as_ptr(),
+                                    width,
+                                    last - first,
+                                    width,
+                                    samples.column(first),
+                                    rows,
+                                )
+                            };
+                        }
+                    });
                 }
                 done += width;
-            }
-        }
-        if let Some(bias) = bias {
-            for outputs in ys.chunks_exact_mut(rows.max(1)) {
-                outputs.iter_mut().zip(bias).for_each(|(y, b)| *y += b);
             }
         }
         Ok(y)
@@ -486,11 +521,7 @@ impl CsrMatrix {
         y: &mut [f32],
         work: impl Fn(usize, usize, &mut [f32]) + Sync,
     ) {
-        let ranges: Vec<(usize, usize)> = if self.nonzeros() * width < PARALLEL_WORK {
-            vec![(0, self.rows)]
-        } else {
-            self.row_ranges.clone()
-        };
+        let ranges = self.ranges_for(width);
         let mut pieces = Vec::with_capacity(ranges.len());
         let mut rest = y;
         for (start, end) in ranges {
@@ -505,6 +536,22 @@ impl CsrMatrix {
             let (start, end, ref mut out) = *piece;
             work(start, end, out);
         });
+    }
+
+    /// `work(start, end)` for row ranges of about equal non-zero counts, on libtorch's threads
+    /// when there is enough work for a block of `width` samples.
+    fn for_row_ranges(&self, width: usize, work: impl Fn(usize, usize) + Sync) {
+        let ranges = self.ranges_for(width);
+        on_libtorch_threads(ranges.len(), &|i| work(ranges[i].0, ranges[i].1));
+    }
+
+    /// One range of all rows when a block of `width` samples is too little work to share.
+    fn ranges_for(&self, width: usize) -> Vec<(usize, usize)> {
+        if self.nonzeros() * width < PARALLEL_WORK {
+            vec![(0, self.rows)]
+        } else {
+            self.row_ranges.clone()
+        }
     }
 
     /// `f(column, value)` for each non-zero of row `r`, by column.
@@ -755,38 +802,86 @@ fn rows_single<C: Column, V: Value>(
     }
 }
 
-/// `dst` (`[cols, rows]`) = `src` (`[rows, cols]`) transposed, by tiles of 8x8 (in AVX
-/// registers where the CPU has them), then the edges that do not fill a tile.
+/// `dst` (`[cols, rows]`) = `src` (`[rows, cols]`) transposed.
 fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    const T: usize = 8;
     assert!(src.len() >= rows * cols && dst.len() >= rows * cols);
+    // SAFETY: `src` holds `rows` rows of `cols` floats and `dst` `cols` rows of `rows` (asserted
+    // just above); a shared and a mutable borrow do not overlap.
+    unsafe { transpose_strided(src.as_ptr(), cols, rows, cols, dst.as_mut_ptr(), rows) }
+}
+
+/// The rows of a block of samples, `[width, rows]`, whose columns (output features) the cores
+/// write in disjoint ranges.
+struct SampleRows(*mut f32);
+
+// SAFETY: shared among the cores only by `CsrMatrix::multiply`, where each writes its own
+// columns.
+unsafe impl Sync for SampleRows {}
+
+impl SampleRows {
+    /// Where column `c` of the first sample lies.
+    ///
+    /// # Safety
+    /// `c` is within the first sample's row.
+    unsafe fn column(&self, c: usize) -> *mut f32 {
+        // SAFETY: as the caller promises.
+        unsafe { self.0.add(c) }
+    }
+}
+
+/// `rows` rows of `cols` floats at `src` (`src_stride` floats apart) written transposed to
+/// `dst`: `cols` rows of `rows` floats, `dst_stride` apart. By tiles of 8x8 (in AVX registers
+/// where the CPU has them), then the edges that do not fill a tile.
+///
+/// # Safety
+/// The `rows` rows of `cols` floats at `src` are readable, the `cols` rows of `rows` floats at
+/// `dst` writable, and the two do not overlap.
+unsafe fn transpose_strided(
+    src: *const f32,
+    src_stride: usize,
+    rows: usize,
+    cols: usize,
+    dst: *mut f32,
+    dst_stride: usize,
+) {
+    const T: usize = 8;
     let (full_rows, full_cols) = (rows / T * T, cols / T * T);
     #[cfg(target_arch = "x86_64")]
     let avx = std::arch::is_x86_feature_detected!("avx");
-    for r0 in (0..full_rows).step_by(T) {
-        for c0 in (0..full_cols).step_by(T) {
+    // SAFETY: every read is at `r * src_stride + c` and every write at `c * dst_stride + r`
+    // for `r < rows` and `c < cols`, as the caller promises valid.
+    unsafe {
+        // Tiles in the order that reads or writes, whichever has the longer stride, `T` rows
+        // at a time from start to end.
+        let tile = |r0: usize, c0: usize| {
+            let from = src.add(r0 * src_stride + c0);
+            let to = dst.add(c0 * dst_stride + r0);
             #[cfg(target_arch = "x86_64")]
             if avx {
-                // SAFETY: the CPU has AVX; the tile's 8 rows of 8 at `(r0, c0)` lie within
-                // `src` and its 8 columns of 8 at `(c0, r0)` within `dst` (asserted sizes).
-                unsafe {
-                    let from = src.as_ptr().add(r0 * cols + c0);
-                    transpose8_avx(from, cols, dst.as_mut_ptr().add(c0 * rows + r0), rows);
-                }
-                continue;
+                transpose8_avx(from, src_stride, to, dst_stride);
+                return;
             }
             for i in 0..T {
                 for j in 0..T {
-                    dst[(c0 + j) * rows + r0 + i] = src[(r0 + i) * cols + c0 + j];
+                    *to.add(j * dst_stride + i) = *from.add(i * src_stride + j);
                 }
             }
+        };
+        if dst_stride > src_stride {
+            for c0 in (0..full_cols).step_by(T) {
+                (0..full_rows).step_by(T).for_each(|r0| tile(r0, c0));
+            }
+        } else {
+            for r0 in (0..full_rows).step_by(T) {
+                (0..full_cols).step_by(T).for_each(|c0| tile(r0, c0));
+            }
         }
-    }
-    let edges = (full_rows..rows)
-        .flat_map(|r| (0..cols).map(move |c| (r, c)))
-        .chain((0..full_rows).flat_map(|r| (full_cols..cols).map(move |c| (r, c))));
-    for (r, c) in edges {
-        dst[c * rows + r] = src[r * cols + c];
+        let edges = (full_rows..rows)
+            .flat_map(|r| (0..cols).map(move |c| (r, c)))
+            .chain((0..full_rows).flat_map(|r| (full_cols..cols).map(move |c| (r, c))));
+        for (r, c) in edges {
+            *dst.add(c * dst_stride + r) = *src.add(r * src_stride + c);
+        }
     }
 }
 
@@ -899,12 +994,14 @@ fn tiled_rows<V: Value, const W: usize>(
     xt: &[f32],
     out: &mut [f32],
 ) {
-    out.fill(0.0);
     for tile in 0..tiled.tiles {
         let inputs = &xt[tile * TILE_COLUMNS * W..];
         let starts = &tiled.starts[tile * (rows + 1)..];
         for (r, outputs) in (start..end).zip(out.chunks_exact_mut(W)) {
             let (a, b) = (starts[r] as usize, starts[r + 1] as usize);
+            if tile == 0 {
+                outputs.fill(0.0);
+            }
             if a == b {
                 continue;
             }
@@ -938,7 +1035,6 @@ unsafe fn tiled_avx2<V: Value>(
 ) {
     use std::arch::x86_64::*;
     let vectors = width / 8;
-    out.fill(0.0);
     assert!(out.len() >= (end - start) * width);
     for tile in 0..tiled.tiles {
         let base = tile * TILE_COLUMNS * width;
@@ -948,6 +1044,9 @@ unsafe fn tiled_avx2<V: Value>(
         for r in start..end {
             let (a, b) = (starts[r] as usize, starts[r + 1] as usize);
             if a == b {
+                if tile == 0 {
+                    out[(r - start) * width..(r - start + 1) * width].fill(0.0);
+                }
                 continue;
             }
             let values = &all_values[a..b];
@@ -961,9 +1060,19 @@ unsafe fn tiled_avx2<V: Value>(
             // floats at `column * width`.
             unsafe {
                 let p = inputs.as_ptr();
+                // The first tile starts the sums at zero, the others where it left them.
+                macro_rules! load {
+                    ($o:expr) => {
+                        if tile == 0 {
+                            _mm256_setzero_ps()
+                        } else {
+                            _mm256_loadu_ps($o)
+                        }
+                    };
+                }
                 match vectors {
                     1 => {
-                        let mut s0 = _mm256_loadu_ps(o);
+                        let mut s0 = load!(o);
                         for (v, c) in values.iter().zip(columns) {
                             let v: *const V = v;
                             let x = p.add(*c as usize * 8);
@@ -972,7 +1081,7 @@ unsafe fn tiled_avx2<V: Value>(
                         _mm256_storeu_ps(o, s0);
                     }
                     2 => {
-                        let (mut s0, mut s1) = (_mm256_loadu_ps(o), _mm256_loadu_ps(o.add(8)));
+                        let (mut s0, mut s1) = (load!(o), load!(o.add(8)));
                         for (v, c) in values.iter().zip(columns) {
                             let v: *const V = v;
                             let x = p.add(*c as usize * 16);
@@ -985,10 +1094,10 @@ unsafe fn tiled_avx2<V: Value>(
                     }
                     _ => {
                         let mut s = [
-                            _mm256_loadu_ps(o),
-                            _mm256_loadu_ps(o.add(8)),
-                            _mm256_loadu_ps(o.add(16)),
-                            _mm256_loadu_ps(o.add(24)),
+                            load!(o),
+                            load!(o.add(8)),
+                            load!(o.add(16)),
+                            load!(o.add(24)),
                         ];
                         for (v, c) in values.iter().zip(columns) {
                             let v: *const V = v;
