@@ -302,13 +302,13 @@ def sparse_speed(shape, sparsity, batch, calls):
     return {"dense_seconds": dense, "sparse_seconds": sparse}
 
 
-def sparse_conv_speed(channels, size, calls):
+def sparse_conv_speed(channels, size, calls, batch=1):
     """A 3x3 convolution at 95%: the dense `conv2d` against the unfolded input times the CSR
     weight (PyTorch has no sparse convolution of its own)."""
     torch.manual_seed(0)
     weight = sparse_weight((channels, channels, 3, 3), 0.95)
     csr = weight.reshape(channels, -1).to_sparse_csr()
-    x = torch.randn(1, channels, size, size)
+    x = torch.randn(batch, channels, size, size)
 
     def dense_step():
         with torch.no_grad():
@@ -316,8 +316,10 @@ def sparse_conv_speed(channels, size, calls):
 
     def sparse_step():
         with torch.no_grad():
-            patches = F.unfold(x, 3, padding=1)[0]
-            torch.mm(csr, patches).reshape(1, channels, size, size)
+            patches = F.unfold(x, 3, padding=1)  # [batch, channels * 9, positions]
+            columns = patches.transpose(0, 1).reshape(channels * 9, -1)
+            y = torch.mm(csr, columns).reshape(channels, batch, size, size)
+            y.transpose(0, 1)
 
     dense, sparse = interleaved(dense_step, sparse_step, calls)
     return {"dense_seconds": dense, "sparse_seconds": sparse}
@@ -500,6 +502,7 @@ def workloads(runs):
         "sparse_conv_95_128x28": lambda: sparse_conv_speed(128, 28, runs * 4),
         "sparse_conv_95_256x14": lambda: sparse_conv_speed(256, 14, runs * 4),
         "sparse_conv_95_512x7": lambda: sparse_conv_speed(512, 7, runs * 4),
+        "sparse_conv_95_256x7_b8": lambda: sparse_conv_speed(256, 7, runs * 4, batch=8),
         "sparse_cnn_95": lambda: sparse_cnn(runs * 4),
         "sparse_mlp_95": lambda: sparse_mlp(1, runs * 4),
         "sparse_mlp_95_b8": lambda: sparse_mlp(8, runs * 4),

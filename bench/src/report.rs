@@ -348,6 +348,14 @@ pub const WORKLOADS: &[Workload] = &[
         gpu: false,
     },
     Workload {
+        id: "sparse_conv_95_256x7_b8",
+        label: "eval forward, conv 3x3 256->256 on 7x7 at 95%, batch 8: speedup over dense conv2d (PyTorch: unfold + CSR)",
+        compare: Compare::Speedup,
+        target: 1.0,
+        kept_memory: false,
+        gpu: false,
+    },
+    Workload {
         id: "l1_unstructured_4096_cuda",
         label: "l1_unstructured, 4096x4096 f32 on CUDA, amount 0.5",
         compare: Compare::Time,

@@ -468,11 +468,15 @@ pub fn run(id: &str, runs: usize) -> Result<Value> {
             sparse_speed(&[16384, 256], 0.95, batch, runs * 4)
         }
         id if id.starts_with("sparse_conv_95_") => {
-            // sparse_conv_95_{channels}x{size}
-            let mut parts = id["sparse_conv_95_".len()..].split('x');
+            // sparse_conv_95_{channels}x{size}[_b{batch}]
+            let (shape, batch) = match id["sparse_conv_95_".len()..].split_once("_b") {
+                Some((shape, batch)) => (shape, batch.parse()?),
+                None => (&id["sparse_conv_95_".len()..], 1),
+            };
+            let mut parts = shape.split('x');
             let channels: i64 = parts.next().unwrap_or("").parse()?;
             let size: i64 = parts.next().unwrap_or("").parse()?;
-            sparse_conv_speed(channels, size, runs * 4)
+            sparse_conv_speed(channels, size, batch, runs * 4)
         }
         "l1_unstructured_4096_cuda" => on_cuda(slow, |m| {
             prune::l1_unstructured(m, "weight", 0.5, None).expect("prunes")
@@ -610,9 +614,9 @@ fn sparse_speed(shape: &[i64], sparsity: f64, batch: i64, calls: usize) -> Value
     json!({"dense_seconds": dense, "sparse_seconds": sparse})
 }
 
-/// A 3x3 convolution (`channels` to `channels`, padding 1) at 95% on one `size`x`size` input:
-/// libtorch's `conv2d` against tchprune's sparse convolution, alternating.
-fn sparse_conv_speed(channels: i64, size: i64, calls: usize) -> Value {
+/// A 3x3 convolution (`channels` to `channels`, padding 1) at 95% on `batch` `size`x`size`
+/// inputs: libtorch's `conv2d` against tchprune's sparse convolution, alternating.
+fn sparse_conv_speed(channels: i64, size: i64, batch: i64, calls: usize) -> Value {
     tch::manual_seed(0);
     let weight = sparse_weight(&[channels, channels, 3, 3], 0.95);
     let config = nn::ConvConfig {
@@ -620,7 +624,7 @@ fn sparse_conv_speed(channels: i64, size: i64, calls: usize) -> Value {
         ..Default::default()
     };
     let layer = tchprune::sparse::SparseConv2d::new(&weight, None, &config).expect("sparse");
-    let x = Tensor::randn([1, channels, size, size], (Kind::Float, Device::Cpu));
+    let x = Tensor::randn([batch, channels, size, size], (Kind::Float, Device::Cpu));
     let (dense, sparse) = interleaved(
         calls,
         || {

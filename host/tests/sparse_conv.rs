@@ -1,4 +1,4 @@
-//! Sparse 2-d convolutions (unfolded patches times the CSR kernel) against libtorch's
+//! Sparse 2-d convolutions (patches times the CSR kernel, or shifted planes) against libtorch's
 //! `conv2d`, the measured choice for a tch model's convolution and a `Module`'s, and refusals.
 
 mod common;
@@ -18,7 +18,7 @@ fn config(stride: i64, padding: i64, dilation: i64) -> nn::ConvConfig {
 }
 
 #[test]
-fn the_unfolded_product_matches_conv2d() {
+fn the_product_by_patches_and_the_direct_one_match_conv2d() {
     tch::manual_seed(0);
     for (out, inp, k, stride, padding, dilation, batch, hw) in [
         (8, 3, 3, 1, 1, 1, 2, 9),
@@ -26,6 +26,8 @@ fn the_unfolded_product_matches_conv2d() {
         (5, 4, 1, 1, 0, 1, 1, 7),
         (6, 2, 3, 1, 2, 2, 2, 10),
         (4, 3, 5, 3, 0, 1, 40, 11),
+        // Enough inputs per block to gather them on all the cores.
+        (16, 128, 3, 1, 1, 1, 4, 7),
         // Output rows of 14 or more: computed directly (by stride phases), without unfolding.
         (8, 3, 3, 1, 1, 1, 2, 20),
         (6, 4, 3, 2, 1, 1, 3, 33),
@@ -71,6 +73,27 @@ fn the_unfolded_product_matches_conv2d() {
         assert!(
             narrow.forward(&xs).equal(&wide.forward(&xs)),
             "k{k} s{stride}"
+        );
+    }
+}
+
+#[test]
+fn a_rectangular_input_matches_conv2d() {
+    tch::manual_seed(2);
+    for (stride, padding, dilation, [h, w]) in
+        [(1, 1, 1, [5, 9]), (2, 2, 1, [11, 4]), (1, 0, 2, [6, 13])]
+    {
+        let keep = Tensor::rand([6, 3, 3, 3], (Kind::Float, Device::Cpu)).lt(0.4);
+        let weight = Tensor::randn([6, 3, 3, 3], (Kind::Float, Device::Cpu)) * keep;
+        let layer = SparseConv2d::new(&weight, None, &config(stride, padding, dilation)).unwrap();
+        let xs = Tensor::randn([5, 3, h, w], (Kind::Float, Device::Cpu));
+        let dense = xs.conv2d::<Tensor>(&weight, None, [stride; 2], [padding; 2], [dilation; 2], 1);
+        let ours = layer.forward(&xs);
+        assert_eq!(ours.size(), dense.size());
+        let difference = (&ours - &dense).abs().max().double_value(&[]);
+        assert!(
+            difference <= 1e-5 * dense.abs().max().double_value(&[]).max(1.0),
+            "{h}x{w}"
         );
     }
 }

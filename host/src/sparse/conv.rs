@@ -1,7 +1,9 @@
 //! Sparse 2-d convolutions: each non-zero weight adds its shifted input plane to its output
-//! plane (wide outputs), or the input unfolded (im2col) and multiplied by the CSR kernel.
+//! plane (wide outputs), or every output position is a sample of the CSR kernel, its patch
+//! gathered from the padded input as a block of samples needs it (small maps). No `im2col`:
+//! the unfolded input of a batch is megabytes, written once and read once.
 
-use super::csr::{floats, floats_mut, CsrMatrix};
+use super::csr::{floats, floats_mut, CsrMatrix, Layout, SampleInputs};
 use super::linear::{alternating_medians, dense_on_cpu, varstore_layer, LayerChoice, SpeedOptions};
 use crate::error::{PruneError, Result};
 use tch::{nn, Device, Kind, Tensor};
@@ -9,8 +11,8 @@ use tch::{nn, Device, Kind, Tensor};
 /// A 2-d convolution (`groups` 1, zero padding) whose weight `[out, in, kh, kw]` is stored as
 /// a [`CsrMatrix`] `[out, in * kh * kw]`. Where the output rows are wide, each non-zero weight
 /// adds its multiple of the shifted input plane to its output plane directly; on small maps
-/// the input is unfolded into its patches (libtorch's `im2col`) and every patch multiplied by
-/// the sparse weight. Inference on the CPU; outputs equal `conv2d`'s within float rounding
+/// every output position's patch is multiplied by the sparse weight, the patches of 32
+/// positions at a time gathered from the zero-padded input. Inference on the CPU; outputs equal `conv2d`'s within float rounding
 /// (summed in `f32`, returned in the input's dtype, as [`SparseLinear`](super::SparseLinear)).
 /// Whether it beats libtorch's dense convolution depends on the sparsity and the shapes:
 /// [`Conv2d::from_varstore`] and [`sparsify_with_input`](super::sparsify_with_input) measure.
@@ -23,10 +25,6 @@ pub struct SparseConv2d {
     padding: i64,
     dilation: i64,
 }
-
-/// Above this many output positions a sample's patches are multiplied as they come (one wide
-/// block), below it the positions of all samples are rows of one batch.
-const WIDE_POSITIONS: i64 = 64;
 
 fn invalid(reason: String) -> PruneError {
     PruneError::InvalidArgument {
@@ -100,45 +98,77 @@ impl SparseConv2d {
         };
         let (oh, ow) = (out_size(h, self.kernel[0]), out_size(w, self.kernel[1]));
         let out = self.weight.rows() as i64;
-        let positions = oh * ow;
         let y = tch::no_grad(|| -> Result<Tensor> {
             if ow >= DIRECT_MIN_WIDTH && oh > 0 {
                 return self.direct(&xs.f_to_kind(Kind::Float)?.f_contiguous()?, [oh, ow]);
             }
-            let patches = xs.f_to_kind(Kind::Float)?.f_im2col(
-                self.kernel,
-                [self.dilation; 2],
-                [self.padding; 2],
-                [self.stride; 2],
-            )?;
-            let y = if positions > WIDE_POSITIONS {
-                // [patch, positions] per sample is the kernel's wide input as it is, and its
-                // [out, positions] product the convolution's output layout.
-                let patches = patches.f_contiguous()?;
-                let y = Tensor::f_empty([batch, out, positions], (Kind::Float, Device::Cpu))?;
-                for sample in 0..batch {
-                    self.weight.multiply_columns_into(
-                        &patches.f_select(0, sample)?,
-                        &y.f_select(0, sample)?,
-                    )?;
-                }
-                y
-            } else {
-                let rows = patches
-                    .f_transpose(1, 2)?
-                    .f_reshape([batch * positions, patch])?
-                    .f_contiguous()?;
-                self.weight
-                    .multiply(&rows, None)?
-                    .f_reshape([batch, positions, out])?
-                    .f_permute([0, 2, 1])?
-            };
-            Ok(match &self.bias {
-                Some(bias) => y.f_add(&Tensor::from_slice(bias).f_reshape([1, out, 1])?)?,
-                None => y,
-            })
+            self.by_patches(&xs.f_to_kind(Kind::Float)?, [oh, ow])
         })?;
         Ok(y.f_reshape([batch, out, oh, ow])?.f_to_kind(xs.kind())?)
+    }
+}
+
+/// A convolution's inputs as the kernel's samples, one per output position, read straight
+/// from the zero-padded input: sample `(b, oy, ox)`'s input `(c, ky, kx)` lies at
+/// `bases[sample] + taps[column]`.
+struct Patches<'a> {
+    padded: &'a [f32],
+    taps: Vec<usize>,
+    bases: Vec<usize>,
+}
+
+impl SampleInputs for Patches<'_> {
+    fn gather(&self, first: usize, width: usize, columns: std::ops::Range<usize>, xt: &mut [f32]) {
+        let bases = &self.bases[first..first + width];
+        for (tap, row) in self.taps[columns].iter().zip(xt.chunks_exact_mut(width)) {
+            let inputs = &self.padded[*tap..];
+            for (x, base) in row.iter_mut().zip(bases) {
+                *x = inputs[*base];
+            }
+        }
+    }
+}
+
+impl SparseConv2d {
+    /// The convolution of the `f32` `xs` by the sparse kernel, every output position a sample
+    /// whose inputs (its patch) are gathered from the zero-padded input as a block needs them.
+    fn by_patches(&self, xs: &Tensor, [oh, ow]: [i64; 2]) -> Result<Tensor> {
+        let size = xs.size();
+        let (batch, channels) = (size[0] as usize, size[1] as usize);
+        let p = self.padding;
+        let padded = xs.f_constant_pad_nd([p, p, p, p])?.f_contiguous()?;
+        let (hp, wp) = (
+            size[2] as usize + 2 * p as usize,
+            size[3] as usize + 2 * p as usize,
+        );
+        let (s, d) = (self.stride as usize, self.dilation as usize);
+        let [kh, kw] = self.kernel.map(|k| k as usize);
+        let (oh, ow) = (oh.max(0) as usize, ow.max(0) as usize);
+        let taps = (0..channels)
+            .flat_map(|c| (0..kh).flat_map(move |ky| (0..kw).map(move |kx| (c, ky, kx))))
+            .map(|(c, ky, kx)| (c * hp + ky * d) * wp + kx * d)
+            .collect();
+        let bases = (0..batch)
+            .flat_map(|b| (0..oh).flat_map(move |oy| (0..ow).map(move |ox| (b, oy, ox))))
+            .map(|(b, oy, ox)| b * channels * hp * wp + oy * s * wp + ox * s)
+            .collect();
+        let out = self.weight.rows();
+        let y = Tensor::f_empty(
+            [batch as i64, out as i64, (oh * ow) as i64],
+            (Kind::Float, Device::Cpu),
+        )?;
+        // SAFETY: `padded` is a contiguous `f32` CPU tensor and `y` a fresh one, both alive
+        // meanwhile; `y` is only written here.
+        let (padded, ys) = unsafe { (floats(&padded), floats_mut(&y)) };
+        let patches = Patches {
+            padded,
+            taps,
+            bases,
+        };
+        let samples = batch * oh * ow;
+        let layout = Layout::Planes(oh * ow);
+        (self.weight).product_into(&patches, samples, layout, self.bias.as_deref(), ys);
+        Ok(y)
     }
 }
 
@@ -244,7 +274,7 @@ impl SparseConv2d {
     }
 }
 
-/// Below this output width the unfolded product is faster than the direct convolution.
+/// Below this output width the product by patches is faster than the direct convolution.
 const DIRECT_MIN_WIDTH: i64 = 14;
 
 /// Outputs computed together in the padded rows' width: they stay in the L1 cache while every

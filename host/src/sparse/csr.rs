@@ -3,7 +3,7 @@
 //! Why not libtorch's CSR (MKL): at batch 1 it barely beats the dense `linear` at 90% sparsity,
 //! where the bytes read promise about 5x. This kernel reads less (16-bit column indices when
 //! the weight has at most 65,536 columns), splits the rows among the cores by their non-zero
-//! count, and for a batch keeps one block of up to 64 outputs per row in vector registers while
+//! count, and for a batch keeps one block of up to 32 outputs per row in vector registers while
 //! it walks the row's non-zeros over a transposed copy of the input (AVX2 where the CPU has it);
 //! each core writes its rows' outputs back to the samples a chunk at a time, while the chunk is
 //! in its cache (a tall layer's outputs at batch 64 are megabytes).
@@ -422,16 +422,33 @@ impl CsrMatrix {
         // SAFETY: `x` is a contiguous `f32` CPU tensor of `batch * cols` floats (checked above)
         // and `y` a fresh one of `batch * rows`, both alive meanwhile; `y` is only written here.
         let (xs, ys) = unsafe { (floats(x), floats_mut(&y)) };
-        // Blocks of the batch, widest first: each is one pass over the weight, on the block
+        self.product_into(&RowInputs { xs, cols }, batch, Layout::Rows, bias, ys);
+        Ok(y)
+    }
+
+    /// `ys = x @ self^T + bias` for the `samples` samples of `inputs`, written to `ys` as
+    /// `layout` says (`rows` outputs per sample); `bias` has `rows` entries.
+    pub(crate) fn product_into(
+        &self,
+        inputs: &impl SampleInputs,
+        samples: usize,
+        layout: Layout,
+        bias: Option<&[f32]>,
+        ys: &mut [f32],
+    ) {
+        let (rows, cols) = (self.rows, self.cols);
+        assert!(ys.len() >= samples * rows && bias.map_or(true, |b| b.len() == rows));
+        // Blocks of samples, widest first: each is one pass over the weight, on the block
         // transposed (here: libtorch's copy of a transposed block takes several times longer).
-        // Each core transposes the outputs of its own rows back, while they are in its cache.
+        // Each core writes the outputs of its own rows back, a chunk at a time, while they are
+        // in its cache.
         let mut xt = Vec::new();
         let mut done = 0;
         for width in [32, 16, 8, 4, 2, 1] {
-            while batch - done >= width {
-                let inputs = &xs[done * cols..(done + width) * cols];
-                let outputs = &mut ys[done * rows..(done + width) * rows];
-                if width == 1 {
+            while samples - done >= width {
+                if let (1, Layout::Rows, Some(inputs)) = (width, layout, inputs.row(done)) {
+                    // One sample's inputs and outputs are contiguous: no copies.
+                    let outputs = &mut ys[done * rows..(done + 1) * rows];
                     self.by_row_ranges(1, outputs, |start, end, out| {
                         self.rows_times(start, end, inputs, 1, out);
                         if let Some(bias) = bias {
@@ -440,76 +457,33 @@ impl CsrMatrix {
                                 .for_each(|(y, b)| *y += b);
                         }
                     });
-                } else {
-                    xt.resize(cols * width, 0.0);
-                    transpose(inputs, width, cols, &mut xt);
-                    let samples = SampleRows(outputs.as_mut_ptr());
-                    let chunk_rows = (CHUNK_OUTPUT_BYTES / (width * 4)).max(8);
-                    self.for_row_ranges(width, |start, end| {
-                        let mut chunk = vec![0.0; chunk_rows.min(end - start) * width];
-                        for first in (start..end).step_by(chunk_rows) {
-                            let last = (first + chunk_rows).min(end);
-                            let out = &mut chunk[..(last - first) * width];
-                            self.rows_times(first, last, &xt, width, out);
-                            if let Some(bias) = bias {
-                                for (row, b) in out.chunks_exact_mut(width).zip(&bias[first..last])
-                                {
-                                    row.iter_mut().for_each(|y| *y += b);
-                                }
-                            }
-                            // SAFETY: `out` holds rows `first..last` (`width` floats each);
-                            // `outputs` is `width` samples of `rows` floats, of which this call
-                            // alone writes columns `first..last` (the ranges are disjoint).
-                            unsafe {
-                                transpose_strided(
-                                    out.as_ptr(),
-                                    width,
-                                    last - first,
-                                    width,
-                                    samples.column(first),
-                                    rows,
-                                )
-                            };
-                        }
-                    });
+                    done += 1;
+                    continue;
                 }
+                xt.resize(cols * width, 0.0);
+                gather_block(inputs, done, width, cols, &mut xt);
+                let outputs = Outputs(ys.as_mut_ptr());
+                let chunk_rows = (CHUNK_OUTPUT_BYTES / (width * 4)).max(8);
+                self.for_row_ranges(width, |start, end| {
+                    let mut chunk = vec![0.0; chunk_rows.min(end - start) * width];
+                    for first in (start..end).step_by(chunk_rows) {
+                        let last = (first + chunk_rows).min(end);
+                        let out = &mut chunk[..(last - first) * width];
+                        self.rows_times(first, last, &xt, width, out);
+                        if let Some(bias) = bias {
+                            for (row, b) in out.chunks_exact_mut(width).zip(&bias[first..last]) {
+                                row.iter_mut().for_each(|y| *y += b);
+                            }
+                        }
+                        // SAFETY: `out` holds rows `first..last` of samples `done..done +
+                        // width`; `ys` holds every sample's `rows` outputs (asserted above), of
+                        // which this call alone writes rows `first..last` (disjoint ranges).
+                        unsafe { layout.scatter(out, first..last, done, width, &outputs, rows) };
+                    }
+                });
                 done += width;
             }
         }
-        Ok(y)
-    }
-
-    /// `y = self @ x` for `x` of `[cols, width]` and `y` of `[rows, width]`, both contiguous
-    /// `f32` on the CPU (`y` may be a contiguous part of a larger tensor). For wide `x` (a
-    /// convolution's unfolded patches, one column per output position), whose product comes
-    /// out in the layout of the convolution's output.
-    pub(crate) fn multiply_columns_into(&self, x: &Tensor, y: &Tensor) -> Result<()> {
-        let width = x.size()[1];
-        let fits = x.size() == [self.cols as i64, width]
-            && y.size() == [self.rows as i64, width]
-            && [x, y]
-                .iter()
-                .all(|t| t.kind() == Kind::Float && t.device() == Device::Cpu && t.is_contiguous());
-        if !fits {
-            return Err(PruneError::ShapeMismatch {
-                what: "a sparse product's contiguous f32 operands".to_owned(),
-                expected: vec![self.cols as i64, width, self.rows as i64, width],
-                actual: [x.size(), y.size()].concat(),
-            });
-        }
-        // SAFETY: contiguous `f32` CPU tensors of `cols * width` and `rows * width` floats
-        // (checked above), alive meanwhile; the caller reads `y` only after this returns.
-        let (xs, ys) = unsafe { (floats(x), floats_mut(y)) };
-        self.block_product(xs, width as usize, ys);
-        Ok(())
-    }
-
-    /// `yt = self @ xt` for `xt` of `[cols, width]`: `yt` is `[rows, width]`, its row ranges
-    /// computed on the cores.
-    fn block_product(&self, xt: &[f32], width: usize, yt: &mut [f32]) {
-        self.by_row_ranges(width, yt, |start, end, out| {
-            self.rows_times(start, end, xt, width, out)
-        });
     }
 
     /// `work(start, end, out)` for row ranges of about equal non-zero counts, on libtorch's
@@ -707,14 +681,13 @@ fn dispatch_width<C: Column, V: Value>(
     out: &mut [f32],
 ) {
     match width {
-        64 => rows_block::<C, V, 64>(entries, start, end, xt, out),
         32 => rows_block::<C, V, 32>(entries, start, end, xt, out),
         16 => rows_block::<C, V, 16>(entries, start, end, xt, out),
         8 => rows_block::<C, V, 8>(entries, start, end, xt, out),
         4 => rows_block::<C, V, 4>(entries, start, end, xt, out),
         2 => rows_block::<C, V, 2>(entries, start, end, xt, out),
         1 => rows_single(entries, start, end, xt, out),
-        _ => rows_wide(entries, start, end, xt, width, out),
+        _ => unreachable!("blocks are 1, 2, 4, 8, 16 or 32 samples wide"),
     }
 }
 
@@ -740,38 +713,6 @@ fn rows_block<C: Column, V: Value, const W: usize>(
             }
         }
         outputs.copy_from_slice(&acc);
-    }
-}
-
-/// Columns of a wide block computed together: a chunk of an output row and of each input row
-/// it reads stay in the L1 cache, and the chunks of all input rows in the L2 cache.
-const WIDE_CHUNK: usize = 256;
-
-/// Rows `start..end` times a wide `xt` (`[cols, width]`): each output row a sum of the input
-/// rows its non-zeros select, scaled, chunk by chunk of the width.
-#[inline(always)]
-fn rows_wide<C: Column, V: Value>(
-    entries: &Entries<'_, C, V>,
-    start: usize,
-    end: usize,
-    xt: &[f32],
-    width: usize,
-    out: &mut [f32],
-) {
-    for chunk in (0..width).step_by(WIDE_CHUNK) {
-        let len = WIDE_CHUNK.min(width - chunk);
-        for (r, row) in (start..end).zip(out.chunks_exact_mut(width)) {
-            let acc = &mut row[chunk..chunk + len];
-            acc.fill(0.0);
-            let (a, b) = entries.row(r);
-            for (v, c) in entries.values[a..b].iter().zip(&entries.columns[a..b]) {
-                let x = &xt[c.get() * width + chunk..c.get() * width + chunk + len];
-                let v = v.get();
-                for (o, x) in acc.iter_mut().zip(x) {
-                    *o += v * x;
-                }
-            }
-        }
     }
 }
 
@@ -802,32 +743,157 @@ fn rows_single<C: Column, V: Value>(
     }
 }
 
-/// `dst` (`[cols, rows]`) = `src` (`[rows, cols]`) transposed.
-fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    assert!(src.len() >= rows * cols && dst.len() >= rows * cols);
-    // SAFETY: `src` holds `rows` rows of `cols` floats and `dst` `cols` rows of `rows` (asserted
-    // just above); a shared and a mutable borrow do not overlap.
-    unsafe { transpose_strided(src.as_ptr(), cols, rows, cols, dst.as_mut_ptr(), rows) }
-}
+/// The inputs of a product's samples, which the kernel reads in transposed blocks.
+pub(crate) trait SampleInputs: Sync {
+    /// Fills `xt` with rows `columns` of the transposed inputs (`[cols, width]`) of samples
+    /// `first..first + width`: `xt` holds `columns.len()` rows of `width`.
+    fn gather(&self, first: usize, width: usize, columns: std::ops::Range<usize>, xt: &mut [f32]);
 
-/// The rows of a block of samples, `[width, rows]`, whose columns (output features) the cores
-/// write in disjoint ranges.
-struct SampleRows(*mut f32);
-
-// SAFETY: shared among the cores only by `CsrMatrix::multiply`, where each writes its own
-// columns.
-unsafe impl Sync for SampleRows {}
-
-impl SampleRows {
-    /// Where column `c` of the first sample lies.
-    ///
-    /// # Safety
-    /// `c` is within the first sample's row.
-    unsafe fn column(&self, c: usize) -> *mut f32 {
-        // SAFETY: as the caller promises.
-        unsafe { self.0.add(c) }
+    /// Sample `sample`'s inputs, if they lie contiguous in memory.
+    fn row(&self, _sample: usize) -> Option<&[f32]> {
+        None
     }
 }
+
+/// Samples one after another, each `[cols]`: a linear layer's `[batch, cols]`.
+struct RowInputs<'a> {
+    xs: &'a [f32],
+    cols: usize,
+}
+
+impl SampleInputs for RowInputs<'_> {
+    fn gather(&self, first: usize, width: usize, columns: std::ops::Range<usize>, xt: &mut [f32]) {
+        let block = &self.xs[first * self.cols..(first + width) * self.cols];
+        assert!(columns.end <= self.cols && xt.len() >= columns.len() * width);
+        // SAFETY: `width` rows of `columns` at `block` (asserted within it), `columns.len()`
+        // rows of `width` at `xt` (asserted), and a shared and a mutable borrow never overlap.
+        unsafe {
+            transpose_strided(
+                block.as_ptr().add(columns.start),
+                self.cols,
+                width,
+                columns.len(),
+                xt.as_mut_ptr(),
+                width,
+            )
+        }
+    }
+
+    fn row(&self, sample: usize) -> Option<&[f32]> {
+        Some(&self.xs[sample * self.cols..(sample + 1) * self.cols])
+    }
+}
+
+/// Above this many floats a block of inputs is gathered on all the cores.
+const PARALLEL_GATHER: usize = 32 << 10;
+
+/// `xt` (`[cols, width]`) = the transposed inputs of samples `first..first + width`.
+fn gather_block(
+    inputs: &impl SampleInputs,
+    first: usize,
+    width: usize,
+    cols: usize,
+    xt: &mut [f32],
+) {
+    let parts = match cols * width {
+        n if n >= PARALLEL_GATHER => parallel::threads().clamp(1, cols),
+        _ => 1,
+    };
+    if parts == 1 {
+        inputs.gather(first, width, 0..cols, xt);
+        return;
+    }
+    let mut pieces = Vec::with_capacity(parts);
+    let mut rest = &mut xt[..cols * width];
+    for part in 0..parts {
+        let columns = cols * part / parts..cols * (part + 1) / parts;
+        let (piece, tail) = std::mem::take(&mut rest).split_at_mut(columns.len() * width);
+        rest = tail;
+        pieces.push(Mutex::new((columns, piece)));
+    }
+    on_libtorch_threads(parts, &|i| {
+        let mut piece = pieces[i].lock().unwrap_or_else(|e| e.into_inner());
+        let (columns, xt) = &mut *piece;
+        inputs.gather(first, width, columns.clone(), xt);
+    });
+}
+
+/// Where the outputs of a product's samples go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// One sample after another, each `[rows]`: a linear layer's `[batch, rows]`.
+    Rows,
+    /// Planes of this many samples, each plane `[rows, positions]`: a convolution's output
+    /// `[batch, out, positions]`.
+    Planes(usize),
+}
+
+impl Layout {
+    /// Samples `first..first + width` as `(offset in the block, plane, position, count)`
+    /// runs that lie within one plane.
+    fn runs(self, first: usize, width: usize) -> impl Iterator<Item = [usize; 4]> {
+        let positions = match self {
+            Layout::Rows => 1,
+            Layout::Planes(positions) => positions,
+        };
+        let mut j = 0;
+        std::iter::from_fn(move || {
+            if j == width {
+                return None;
+            }
+            let (plane, position) = ((first + j) / positions, (first + j) % positions);
+            let count = (positions - position).min(width - j);
+            j += count;
+            Some([j - count, plane, position, count])
+        })
+    }
+
+    /// Writes `out`, the outputs of `rows` of samples `first..first + width` (`[rows, width]`),
+    /// to where they lie among all outputs (`features` per sample).
+    ///
+    /// # Safety
+    /// `outputs` holds the outputs of every sample up to `first + width`, and no other thread
+    /// writes these rows of them meanwhile.
+    unsafe fn scatter(
+        self,
+        out: &[f32],
+        rows: std::ops::Range<usize>,
+        first: usize,
+        width: usize,
+        outputs: &Outputs,
+        features: usize,
+    ) {
+        // SAFETY: as the caller promises: every write is to row `r` of a sample below
+        // `first + width`.
+        unsafe {
+            match self {
+                Layout::Rows => transpose_strided(
+                    out.as_ptr(),
+                    width,
+                    rows.len(),
+                    width,
+                    outputs.0.add(first * features + rows.start),
+                    features,
+                ),
+                Layout::Planes(positions) => {
+                    for [j, plane, position, count] in self.runs(first, width) {
+                        let base = outputs.0.add(plane * features * positions + position);
+                        for (r, from) in rows.clone().zip(out.chunks_exact(width)) {
+                            let to = base.add(r * positions);
+                            std::ptr::copy_nonoverlapping(from[j..j + count].as_ptr(), to, count);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A product's outputs, whose rows the cores write in disjoint ranges.
+struct Outputs(*mut f32);
+
+// SAFETY: shared among the cores only by `CsrMatrix::product`, where each writes its own rows.
+unsafe impl Sync for Outputs {}
 
 /// `rows` rows of `cols` floats at `src` (`src_stride` floats apart) written transposed to
 /// `dst`: `cols` rows of `rows` floats, `dst_stride` apart. By tiles of 8x8 (in AVX registers
@@ -1289,7 +1355,15 @@ unsafe fn single_avx2<C: Column, V: Value>(
 
 #[cfg(test)]
 mod tests {
-    use super::{rows_single, transpose, Bf16, Column, Columns, Entries, Value};
+    use super::{rows_single, transpose_strided, Bf16, Column, Columns, Entries, Value};
+
+    /// `dst` (`[cols, rows]`) = `src` (`[rows, cols]`) transposed.
+    fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+        assert!(src.len() >= rows * cols && dst.len() >= rows * cols);
+        // SAFETY: `src` holds `rows` rows of `cols` floats and `dst` `cols` rows of `rows`
+        // (asserted just above); a shared and a mutable borrow do not overlap.
+        unsafe { transpose_strided(src.as_ptr(), cols, rows, cols, dst.as_mut_ptr(), rows) }
+    }
 
     /// Rows of 0 to 40 entries at spread columns, values and inputs whose products and sums
     /// are exact in `f32` (so every summation order gives the same bits), and the sums in f64.
@@ -1434,7 +1508,7 @@ mod tests {
         let xs = Tensor::from_slice(&x).reshape([batch as i64, cols as i64]);
         let y: Vec<f32> = Vec::try_from(m.multiply(&xs, None).unwrap().view(-1)).unwrap();
         assert_eq!(y, expected, "multiply");
-        for width in [1, 2, 4, 8, 16, 32, 64] {
+        for width in [1, 2, 4, 8, 16, 32] {
             let mut xt = vec![0.0; cols * width];
             transpose(&x[..width * cols], width, cols, &mut xt);
             let mut expected_t = vec![0.0; rows * width];

@@ -16,8 +16,8 @@
 //! convolutions too, and [`Linear::from_varstore`] for a layer of a tch model; each reports
 //! what it chose ([`LayerChoice`]). Convolutions ([`SparseConv2d`], [`Conv2d::from_varstore`])
 //! add each non-zero weight's shifted input plane to its output plane where the output rows are
-//! wide, and multiply the unfolded patches by the same kernel elsewhere; they pay only at high
-//! sparsity.
+//! wide, and multiply each output position's patch by the same kernel elsewhere; they pay only
+//! at high sparsity.
 //!
 //! A pruned weight is skipped, not multiplied by: where an input entry is infinite or NaN, the
 //! dense layer's outputs that read it through a pruned weight are NaN (`0 * inf`), the sparse
