@@ -78,7 +78,7 @@ fn the_product_by_patches_and_the_direct_one_match_conv2d() {
 }
 
 #[test]
-fn a_rectangular_input_matches_conv2d() {
+fn a_rectangular_or_channels_last_input_matches_conv2d() {
     tch::manual_seed(2);
     for (stride, padding, dilation, [h, w]) in
         [(1, 1, 1, [5, 9]), (2, 2, 1, [11, 4]), (1, 0, 2, [6, 13])]
@@ -88,13 +88,18 @@ fn a_rectangular_input_matches_conv2d() {
         let layer = SparseConv2d::new(&weight, None, &config(stride, padding, dilation)).unwrap();
         let xs = Tensor::randn([5, 3, h, w], (Kind::Float, Device::Cpu));
         let dense = xs.conv2d::<Tensor>(&weight, None, [stride; 2], [padding; 2], [dilation; 2], 1);
-        let ours = layer.forward(&xs);
-        assert_eq!(ours.size(), dense.size());
-        let difference = (&ours - &dense).abs().max().double_value(&[]);
-        assert!(
-            difference <= 1e-5 * dense.abs().max().double_value(&[]).max(1.0),
-            "{h}x{w}"
-        );
+        // Also in channels-last strides, as a model converted to that memory format passes it.
+        let channels_last = xs.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]);
+        assert!(!channels_last.is_contiguous());
+        for xs in [&xs, &channels_last] {
+            let ours = layer.forward(xs);
+            assert_eq!(ours.size(), dense.size());
+            let difference = (&ours - &dense).abs().max().double_value(&[]);
+            assert!(
+                difference <= 1e-5 * dense.abs().max().double_value(&[]).max(1.0),
+                "{h}x{w}"
+            );
+        }
     }
 }
 

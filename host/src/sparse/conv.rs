@@ -12,8 +12,9 @@ use tch::{nn, Device, Kind, Tensor};
 /// a [`CsrMatrix`] `[out, in * kh * kw]`. Where the output rows are wide, each non-zero weight
 /// adds its multiple of the shifted input plane to its output plane directly; on small maps
 /// every output position's patch is multiplied by the sparse weight, the patches of 32
-/// positions at a time gathered from the zero-padded input. Inference on the CPU; outputs equal `conv2d`'s within float rounding
-/// (summed in `f32`, returned in the input's dtype, as [`SparseLinear`](super::SparseLinear)).
+/// positions at a time gathered from the zero-padded input. Inference on the CPU; outputs equal
+/// `conv2d`'s within float rounding (summed in `f32`, returned in the input's dtype, as
+/// [`SparseLinear`](super::SparseLinear)).
 /// Whether it beats libtorch's dense convolution depends on the sparsity and the shapes:
 /// [`Conv2d::from_varstore`] and [`sparsify_with_input`](super::sparsify_with_input) measure.
 #[derive(Clone, Debug)]
@@ -129,6 +130,12 @@ impl SampleInputs for Patches<'_> {
     }
 }
 
+thread_local! {
+    /// The zero-padded input of [`SparseConv2d::direct`], kept from call to call: a fresh
+    /// buffer of that size would come from the kernel page by page on every call.
+    static PADDED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl SparseConv2d {
     /// The convolution of the `f32` `xs` by the sparse kernel, every output position a sample
     /// whose inputs (its patch) are gathered from the zero-padded input as a block needs them.
@@ -136,7 +143,10 @@ impl SparseConv2d {
         let size = xs.size();
         let (batch, channels) = (size[0] as usize, size[1] as usize);
         let p = self.padding;
-        let padded = xs.f_constant_pad_nd([p, p, p, p])?.f_contiguous()?;
+        let padded = match p {
+            0 => xs.f_contiguous()?,
+            _ => xs.f_constant_pad_nd([p, p, p, p])?.f_contiguous()?,
+        };
         let (hp, wp) = (
             size[2] as usize + 2 * p as usize,
             size[3] as usize + 2 * p as usize,
@@ -170,15 +180,7 @@ impl SparseConv2d {
         (self.weight).product_into(&patches, samples, layout, self.bias.as_deref(), ys);
         Ok(y)
     }
-}
 
-thread_local! {
-    /// The zero-padded input of [`SparseConv2d::direct`], kept from call to call: a fresh
-    /// buffer of that size would come from the kernel page by page on every call.
-    static PADDED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-impl SparseConv2d {
     /// The convolution of the contiguous `f32` `xs` computed directly: each non-zero weight
     /// `(o, c, ky, kx)` adds its multiple of input plane `c`, shifted by `(ky, kx)`, to output
     /// plane `o`. The input is zero-padded and split into its stride x stride phases (one
