@@ -828,26 +828,26 @@ pub(crate) enum Layout {
     Planes(usize),
 }
 
-impl Layout {
-    /// Samples `first..first + width` as `(offset in the block, plane, position, count)`
-    /// runs that lie within one plane.
-    fn runs(self, first: usize, width: usize) -> impl Iterator<Item = [usize; 4]> {
-        let positions = match self {
-            Layout::Rows => 1,
-            Layout::Planes(positions) => positions,
-        };
-        let mut j = 0;
-        std::iter::from_fn(move || {
-            if j == width {
-                return None;
-            }
-            let (plane, position) = ((first + j) / positions, (first + j) % positions);
-            let count = (positions - position).min(width - j);
-            j += count;
-            Some([j - count, plane, position, count])
-        })
-    }
+/// Samples `first..first + width`, in planes of `positions`, as `(offset in the block, plane,
+/// position, count)` runs that lie within one plane.
+fn runs_in_planes(
+    positions: usize,
+    first: usize,
+    width: usize,
+) -> impl Iterator<Item = [usize; 4]> {
+    let mut j = 0;
+    std::iter::from_fn(move || {
+        if j == width {
+            return None;
+        }
+        let (plane, position) = ((first + j) / positions, (first + j) % positions);
+        let count = (positions - position).min(width - j);
+        j += count;
+        Some([j - count, plane, position, count])
+    })
+}
 
+impl Layout {
     /// Writes `out`, the outputs of `rows` of samples `first..first + width` (`[rows, width]`),
     /// to where they lie among all outputs (`features` per sample).
     ///
@@ -876,7 +876,7 @@ impl Layout {
                     features,
                 ),
                 Layout::Planes(positions) => {
-                    for [j, plane, position, count] in self.runs(first, width) {
+                    for [j, plane, position, count] in runs_in_planes(positions, first, width) {
                         let base = outputs.0.add(plane * features * positions + position);
                         for (r, from) in rows.clone().zip(out.chunks_exact(width)) {
                             let to = base.add(r * positions);
@@ -892,7 +892,8 @@ impl Layout {
 /// A product's outputs, whose rows the cores write in disjoint ranges.
 struct Outputs(*mut f32);
 
-// SAFETY: shared among the cores only by `CsrMatrix::product`, where each writes its own rows.
+// SAFETY: shared among the cores only by `CsrMatrix::product_into`, where each writes its own
+// rows.
 unsafe impl Sync for Outputs {}
 
 /// `rows` rows of `cols` floats at `src` (`src_stride` floats apart) written transposed to
