@@ -7,9 +7,9 @@
 //! [`SemiStructuredLinear`] runs 2:4-pruned layers on sparse tensor cores through cuSPARSELt.
 //!
 //! Whether sparse pays depends on the sparsity, the shape, the batch, the dtype and the
-//! machine: on the 2-core machine this was written on, a 2048x2048 layer at 50% runs 1.9x
-//! faster in CSR at batch 1 in `f32` but 1.05x in bf16 (whose dense product is 2x faster), still
-//! 1.1x at batch 1024 and 0.95x at batch 4096; a 16x16 layer at 50% and batch 16,384 runs 3x
+//! machine: on the 2-core machine this was written on, a 2048x2048 layer at 50% runs about 2x
+//! faster in CSR at batch 1 in `f32` but ties in bf16 (whose dense product is up to 2x faster),
+//! and 1.1x to 1.17x at batch 1024 and 4096; a 16x16 layer at 50% and batch 16,384 runs 2-3x
 //! faster dense. [`measure`] times both forms where it runs, in
 //! the layer's dtype, and picks the faster; [`sparsify`] does that for every pruned linear layer of a
 //! [`Module`](crate::Module) (CSR on the CPU, 2:4 on CUDA), [`sparsify_with_input`] for its
