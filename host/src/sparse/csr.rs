@@ -451,11 +451,7 @@ impl CsrMatrix {
                     let outputs = &mut ys[done * rows..(done + 1) * rows];
                     self.by_row_ranges(1, outputs, |start, end, out| {
                         self.rows_times(start, end, inputs, 1, out);
-                        if let Some(bias) = bias {
-                            out.iter_mut()
-                                .zip(&bias[start..end])
-                                .for_each(|(y, b)| *y += b);
-                        }
+                        add_bias(out, 1, bias.map(|b| &b[start..end]));
                     });
                     done += 1;
                     continue;
@@ -470,11 +466,7 @@ impl CsrMatrix {
                         let last = (first + chunk_rows).min(end);
                         let out = &mut chunk[..(last - first) * width];
                         self.rows_times(first, last, &xt, width, out);
-                        if let Some(bias) = bias {
-                            for (row, b) in out.chunks_exact_mut(width).zip(&bias[first..last]) {
-                                row.iter_mut().for_each(|y| *y += b);
-                            }
-                        }
+                        add_bias(out, width, bias.map(|b| &b[first..last]));
                         // SAFETY: `out` holds rows `first..last` of samples `done..done +
                         // width`; `ys` holds every sample's `rows` outputs (asserted above), of
                         // which this call alone writes rows `first..last` (disjoint ranges).
@@ -495,21 +487,7 @@ impl CsrMatrix {
         y: &mut [f32],
         work: impl Fn(usize, usize, &mut [f32]) + Sync,
     ) {
-        let ranges = self.ranges_for(width);
-        let mut pieces = Vec::with_capacity(ranges.len());
-        let mut rest = y;
-        for (start, end) in ranges {
-            let (piece, tail) = std::mem::take(&mut rest).split_at_mut((end - start) * width);
-            rest = tail;
-            pieces.push((start, end, piece));
-        }
-        let pieces: Vec<Mutex<(usize, usize, &mut [f32])>> =
-            pieces.into_iter().map(Mutex::new).collect();
-        on_libtorch_threads(pieces.len(), &|i| {
-            let mut piece = pieces[i].lock().unwrap_or_else(|e| e.into_inner());
-            let (start, end, ref mut out) = *piece;
-            work(start, end, out);
-        });
+        on_pieces(&self.ranges_for(width), width, y, work);
     }
 
     /// `work(start, end)` for row ranges of about equal non-zero counts, on libtorch's threads
@@ -594,6 +572,15 @@ impl CsrMatrix {
     #[inline(always)]
     fn rows_times_portable(&self, s: usize, e: usize, xt: &[f32], w: usize, out: &mut [f32]) {
         with_entries!(self, entries => dispatch_width(&entries, s, e, xt, w, out))
+    }
+}
+
+/// Adds `bias[r]` to the `width` outputs of each row `r` of `out` (`[rows, width]`).
+fn add_bias(out: &mut [f32], width: usize, bias: Option<&[f32]>) {
+    if let Some(bias) = bias {
+        for (row, b) in out.chunks_exact_mut(width).zip(bias) {
+            row.iter_mut().for_each(|y| *y += b);
+        }
     }
 }
 
@@ -799,22 +786,34 @@ fn gather_block(
         n if n >= PARALLEL_GATHER => parallel::threads().clamp(1, cols),
         _ => 1,
     };
-    if parts == 1 {
-        inputs.gather(first, width, 0..cols, xt);
-        return;
-    }
-    let mut pieces = Vec::with_capacity(parts);
-    let mut rest = &mut xt[..cols * width];
-    for part in 0..parts {
-        let columns = cols * part / parts..cols * (part + 1) / parts;
-        let (piece, tail) = std::mem::take(&mut rest).split_at_mut(columns.len() * width);
+    let ranges: Vec<(usize, usize)> = (0..parts)
+        .map(|part| (cols * part / parts, cols * (part + 1) / parts))
+        .collect();
+    on_pieces(&ranges, width, xt, |start, end, piece| {
+        inputs.gather(first, width, start..end, piece)
+    });
+}
+
+/// `work(start, end, piece)` for each of `ranges` (consecutive, from 0), on libtorch's threads
+/// when there are several: `piece` is the part of `data` (`width` floats per index) that
+/// indices `start..end` cover.
+fn on_pieces(
+    ranges: &[(usize, usize)],
+    width: usize,
+    data: &mut [f32],
+    work: impl Fn(usize, usize, &mut [f32]) + Sync,
+) {
+    let mut pieces = Vec::with_capacity(ranges.len());
+    let mut rest = data;
+    for &(start, end) in ranges {
+        let (piece, tail) = std::mem::take(&mut rest).split_at_mut((end - start) * width);
         rest = tail;
-        pieces.push(Mutex::new((columns, piece)));
+        pieces.push(Mutex::new((start, end, piece)));
     }
-    on_libtorch_threads(parts, &|i| {
+    on_libtorch_threads(pieces.len(), &|i| {
         let mut piece = pieces[i].lock().unwrap_or_else(|e| e.into_inner());
-        let (columns, xt) = &mut *piece;
-        inputs.gather(first, width, columns.clone(), xt);
+        let (start, end, ref mut out) = *piece;
+        work(start, end, out);
     });
 }
 
