@@ -121,13 +121,67 @@ struct Patches<'a> {
 impl SampleInputs for Patches<'_> {
     fn gather(&self, first: usize, width: usize, columns: std::ops::Range<usize>, xt: &mut [f32]) {
         let bases = &self.bases[first..first + width];
-        for (tap, row) in self.taps[columns].iter().zip(xt.chunks_exact_mut(width)) {
+        let taps = &self.taps[columns];
+        let runs = runs_of(bases);
+        if runs.len() * RUN_COPY_MIN_LENGTH > width {
+            for (tap, row) in taps.iter().zip(xt.chunks_exact_mut(width)) {
+                let inputs = &self.padded[*tap..];
+                for (x, base) in row.iter_mut().zip(bases) {
+                    *x = inputs[*base];
+                }
+            }
+            return;
+        }
+        // Runs of consecutive inputs (an output row's positions at stride 1) are copied eight
+        // at a time. A copy that reaches past its run writes positions that a later run, or the
+        // next tap's row, writes again; only at the end of `xt` or of the padded input are the
+        // inputs copied one at a time.
+        let filled = taps.len() * width;
+        for (t, tap) in taps.iter().enumerate() {
             let inputs = &self.padded[*tap..];
-            for (x, base) in row.iter_mut().zip(bases) {
-                *x = inputs[*base];
+            for run in &runs {
+                let (mut to, mut from) = (t * width + run.offset, run.base);
+                let end = run.base + run.length;
+                while from < end {
+                    if to + 8 > filled || from + 8 > inputs.len() {
+                        for (x, input) in xt[to..].iter_mut().zip(&inputs[from..end]) {
+                            *x = *input;
+                        }
+                        break;
+                    }
+                    xt[to..to + 8].copy_from_slice(&inputs[from..from + 8]);
+                    (to, from) = (to + 8, from + 8);
+                }
             }
         }
     }
+}
+
+/// Below this average length, runs of consecutive inputs are gathered one input at a time.
+const RUN_COPY_MIN_LENGTH: usize = 3;
+
+/// Samples `offset..offset + length` of a block, whose inputs are consecutive from `base`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Run {
+    offset: usize,
+    base: usize,
+    length: usize,
+}
+
+/// The runs of consecutive values in `bases`, in order.
+fn runs_of(bases: &[usize]) -> Vec<Run> {
+    let mut runs: Vec<Run> = Vec::new();
+    for (offset, &base) in bases.iter().enumerate() {
+        match runs.last_mut() {
+            Some(run) if run.base + run.length == base => run.length += 1,
+            _ => runs.push(Run {
+                offset,
+                base,
+                length: 1,
+            }),
+        }
+    }
+    runs
 }
 
 thread_local! {
@@ -470,5 +524,29 @@ impl nn::Module for Conv2d {
             ),
             Conv2d::Sparse(sparse) => nn::Module::forward(sparse.as_ref(), xs),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{runs_of, Run};
+
+    #[test]
+    fn runs_split_where_the_bases_stop_being_consecutive() {
+        let run = |offset, base, length| Run {
+            offset,
+            base,
+            length,
+        };
+        assert_eq!(runs_of(&[]), []);
+        assert_eq!(runs_of(&[4]), [run(0, 4, 1)]);
+        assert_eq!(
+            runs_of(&[5, 6, 7, 20, 21, 3, 9, 10]),
+            [run(0, 5, 3), run(3, 20, 2), run(5, 3, 1), run(6, 9, 2)]
+        );
+        assert_eq!(
+            runs_of(&[0, 2, 4]),
+            [run(0, 0, 1), run(1, 2, 1), run(2, 4, 1)]
+        );
     }
 }
