@@ -1,11 +1,17 @@
 //! Hands the libtorch directory that tch's `torch-sys` built against on to the build scripts
 //! of crates that depend on tchprune (`DEP_TCHPRUNE_LIBTORCH_LIB`, read by `tchprune-build`),
 //! links this crate's own tests to it, and compiles the one C++ function tchprune needs:
-//! `at::parallel_for` for the sparse kernels.
+//! `at::parallel_for` for the sparse kernels. On a compiler with AVX-512 intrinsics (Rust 1.89
+//! or later) it enables the AVX-512 kernels (`cfg(tchprune_avx512)`); older ones, down to the
+//! crate's minimum Rust version, build the AVX2 kernels only.
 
 use std::path::Path;
 
 fn main() {
+    println!("cargo:rustc-check-cfg=cfg(tchprune_avx512)");
+    if autocfg::new().probe_rustc_version(1, 89) {
+        println!("cargo:rustc-cfg=tchprune_avx512");
+    }
     let lib = std::env::var("DEP_TCH_LIBTORCH_LIB")
         .expect("torch-sys reports the libtorch directory it built against");
     println!("cargo:libtorch_lib={lib}");

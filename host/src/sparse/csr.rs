@@ -4,7 +4,9 @@
 //! where the bytes read promise about 5x. This kernel reads less (16-bit column indices when
 //! the weight has at most 65,536 columns), splits the rows among the cores by their non-zero
 //! count, and for a batch keeps one block of up to 32 outputs per row in vector registers while
-//! it walks the row's non-zeros over a transposed copy of the input (AVX2 where the CPU has it);
+//! it walks the row's non-zeros over a transposed copy of the input (AVX2 where the CPU has it;
+//! with AVX-512, blocks of up to 64, in half the instructions, so that a batch of 64 reads the
+//! weight once; built with Rust 1.89 or later, whose compiler has AVX-512);
 //! each core writes its rows' outputs back to the samples a chunk at a time, while the chunk is
 //! in its cache (a tall layer's outputs at batch 64 are megabytes).
 //! A bf16 weight keeps its values in bf16 (widening one to `f32` is a shift), so a bf16 model's
@@ -12,6 +14,8 @@
 
 #[cfg(target_arch = "x86_64")]
 use crate::cpu::has_avx2_fma;
+#[cfg(all(target_arch = "x86_64", tchprune_avx512))]
+use crate::cpu::has_avx512f;
 use crate::error::{PruneError, Result};
 use crate::parallel;
 use crate::tensor_data::{entries, entries_mut};
@@ -444,7 +448,7 @@ impl CsrMatrix {
         // in its cache.
         let mut xt = Vec::new();
         let mut done = 0;
-        for width in [32, 16, 8, 4, 2, 1] {
+        for &width in block_widths() {
             while samples - done >= width {
                 if let (1, Layout::Rows, Some(inputs)) = (width, layout, inputs.row(done)) {
                     // One sample's inputs and outputs are contiguous: no copies.
@@ -530,7 +534,7 @@ impl CsrMatrix {
             });
             return;
         }
-        if matches!(width, 8 | 16 | 32) {
+        if matches!(width, 8 | 16 | 32 | 64) {
             let tiled = self.tiled();
             match &tiled.values {
                 Values::F32(values) => {
@@ -573,6 +577,16 @@ impl CsrMatrix {
     fn rows_times_portable(&self, s: usize, e: usize, xt: &[f32], w: usize, out: &mut [f32]) {
         with_entries!(self, entries => dispatch_width(&entries, s, e, xt, w, out))
     }
+}
+
+/// The widths of the blocks of samples a product takes, widest first: blocks of 64 where the
+/// AVX-512 kernel runs them (the weight is read once per 64 samples), else of 32.
+fn block_widths() -> &'static [usize] {
+    #[cfg(all(target_arch = "x86_64", tchprune_avx512))]
+    if has_avx512f() {
+        return &[64, 32, 16, 8, 4, 2, 1];
+    }
+    &[32, 16, 8, 4, 2, 1]
 }
 
 /// Adds `bias[r]` to the `width` outputs of each row `r` of `out` (`[rows, width]`).
@@ -668,13 +682,14 @@ fn dispatch_width<C: Column, V: Value>(
     out: &mut [f32],
 ) {
     match width {
+        64 => rows_block::<C, V, 64>(entries, start, end, xt, out),
         32 => rows_block::<C, V, 32>(entries, start, end, xt, out),
         16 => rows_block::<C, V, 16>(entries, start, end, xt, out),
         8 => rows_block::<C, V, 8>(entries, start, end, xt, out),
         4 => rows_block::<C, V, 4>(entries, start, end, xt, out),
         2 => rows_block::<C, V, 2>(entries, start, end, xt, out),
         1 => rows_single(entries, start, end, xt, out),
-        _ => unreachable!("blocks are 1, 2, 4, 8, 16 or 32 samples wide"),
+        _ => unreachable!("blocks are 1, 2, 4, 8, 16, 32 or 64 samples wide"),
     }
 }
 
@@ -1022,8 +1037,8 @@ fn balanced_rows(row_starts: &[u32], parts: usize) -> Vec<(usize, usize)> {
     ranges
 }
 
-/// Rows `start..end` times the transposed inputs `xt` (`[cols, width]`, `width` 8, 16 or 32)
-/// tile by tile: AVX2 where the CPU has it.
+/// Rows `start..end` times the transposed inputs `xt` (`[cols, width]`, `width` 8, 16, 32 or 64)
+/// tile by tile: AVX-512 or AVX2 where the CPU has it.
 #[allow(clippy::too_many_arguments)]
 fn tiled_product<V: Value>(
     tiled: &Tiled,
@@ -1035,6 +1050,12 @@ fn tiled_product<V: Value>(
     width: usize,
     out: &mut [f32],
 ) {
+    #[cfg(all(target_arch = "x86_64", tchprune_avx512))]
+    if width >= 16 && has_avx512f() {
+        // SAFETY: the CPU has AVX-512F, checked just above; `width` is 16, 32 or 64.
+        unsafe { tiled_avx512(tiled, values, rows, start, end, xt, width, out) };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA, checked just above.
@@ -1044,7 +1065,8 @@ fn tiled_product<V: Value>(
     match width {
         8 => tiled_rows::<V, 8>(tiled, values, rows, start, end, xt, out),
         16 => tiled_rows::<V, 16>(tiled, values, rows, start, end, xt, out),
-        _ => tiled_rows::<V, 32>(tiled, values, rows, start, end, xt, out),
+        32 => tiled_rows::<V, 32>(tiled, values, rows, start, end, xt, out),
+        _ => tiled_rows::<V, 64>(tiled, values, rows, start, end, xt, out),
     }
 }
 
@@ -1085,6 +1107,45 @@ fn tiled_rows<V: Value, const W: usize>(
     }
 }
 
+/// The loop of the vector kernels over the tiles and rows `$start..$end`: for each row with
+/// entries in a tile, `$body` runs with `$p` (the tile's inputs, `$width` floats per column),
+/// `$values` and `$columns` (the row's entries in the tile), `$o` (the row's `$width` outputs)
+/// and `$first` (whether this is the first tile, whose sums start at zero).
+#[cfg(target_arch = "x86_64")]
+macro_rules! for_tile_rows {
+    (
+        $tiled:ident, $all_values:ident, $rows:ident, $start:ident, $end:ident, $xt:ident,
+        $width:ident, $out:ident,
+        |$p:ident, $values:ident, $columns:ident, $o:ident, $first:ident| $body:block
+    ) => {{
+        assert!($out.len() >= ($end - $start) * $width);
+        for tile in 0..$tiled.tiles {
+            let base = tile * TILE_COLUMNS * $width;
+            let tile_columns = TILE_COLUMNS.min($xt.len() / $width - tile * TILE_COLUMNS);
+            let inputs = &$xt[base..base + tile_columns * $width];
+            let starts = &$tiled.starts[tile * ($rows + 1)..(tile + 1) * ($rows + 1)];
+            for r in $start..$end {
+                let (a, b) = (starts[r] as usize, starts[r + 1] as usize);
+                if a == b {
+                    if tile == 0 {
+                        $out[(r - $start) * $width..(r - $start + 1) * $width].fill(0.0);
+                    }
+                    continue;
+                }
+                let $values = &$all_values[a..b];
+                let $columns = &$tiled.columns[a..b];
+                // The next rows' entries, ahead of their turn (a hint: never read past the end).
+                _mm_prefetch::<_MM_HINT_T0>($all_values.as_ptr().wrapping_add(b + 64).cast());
+                _mm_prefetch::<_MM_HINT_T0>($tiled.columns.as_ptr().wrapping_add(b + 64).cast());
+                let $o = $out[(r - $start) * $width..(r - $start + 1) * $width].as_mut_ptr();
+                let $p = inputs.as_ptr();
+                let $first = tile == 0;
+                $body
+            }
+        }
+    }};
+}
+
 /// [`tiled_rows`] with the accumulators in AVX registers and fused multiply-adds.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
@@ -1100,45 +1161,33 @@ unsafe fn tiled_avx2<V: Value>(
     out: &mut [f32],
 ) {
     use std::arch::x86_64::*;
-    let vectors = width / 8;
-    assert!(out.len() >= (end - start) * width);
-    for tile in 0..tiled.tiles {
-        let base = tile * TILE_COLUMNS * width;
-        let tile_columns = TILE_COLUMNS.min(xt.len() / width - tile * TILE_COLUMNS);
-        let inputs = &xt[base..base + tile_columns * width];
-        let starts = &tiled.starts[tile * (rows + 1)..(tile + 1) * (rows + 1)];
-        for r in start..end {
-            let (a, b) = (starts[r] as usize, starts[r + 1] as usize);
-            if a == b {
-                if tile == 0 {
-                    out[(r - start) * width..(r - start + 1) * width].fill(0.0);
-                }
-                continue;
-            }
-            let values = &all_values[a..b];
-            let columns = &tiled.columns[a..b];
-            // The next rows' entries, ahead of their turn (a hint: never read past the end).
-            _mm_prefetch::<_MM_HINT_T0>(all_values.as_ptr().wrapping_add(b + 64).cast());
-            _mm_prefetch::<_MM_HINT_T0>(tiled.columns.as_ptr().wrapping_add(b + 64).cast());
-            let o = out[(r - start) * width..(r - start + 1) * width].as_mut_ptr();
-            // SAFETY: `o` points at this row's `width` outputs; every input read is within
-            // `inputs` (columns of a tile are below its width, checked when tiling), `width`
-            // floats at `column * width`.
+    assert!(matches!(width, 8 | 16 | 32));
+    for_tile_rows!(
+        tiled,
+        all_values,
+        rows,
+        start,
+        end,
+        xt,
+        width,
+        out,
+        |p, values, columns, o, first| {
+            // SAFETY: `o` points at this row's `width` outputs; every input read is within the
+            // tile's inputs at `p` (columns of a tile are below its width, checked when tiling),
+            // `width` floats at `column * width`.
             unsafe {
-                let p = inputs.as_ptr();
-                // The first tile starts the sums at zero, the others where it left them.
-                macro_rules! load {
+                macro_rules! sums_at {
                     ($o:expr) => {
-                        if tile == 0 {
+                        if first {
                             _mm256_setzero_ps()
                         } else {
                             _mm256_loadu_ps($o)
                         }
                     };
                 }
-                match vectors {
+                match width / 8 {
                     1 => {
-                        let mut s0 = load!(o);
+                        let mut s0 = sums_at!(o);
                         for (v, c) in values.iter().zip(columns) {
                             let v: *const V = v;
                             let x = p.add(*c as usize * 8);
@@ -1147,7 +1196,7 @@ unsafe fn tiled_avx2<V: Value>(
                         _mm256_storeu_ps(o, s0);
                     }
                     2 => {
-                        let (mut s0, mut s1) = (load!(o), load!(o.add(8)));
+                        let (mut s0, mut s1) = (sums_at!(o), sums_at!(o.add(8)));
                         for (v, c) in values.iter().zip(columns) {
                             let v: *const V = v;
                             let x = p.add(*c as usize * 16);
@@ -1160,10 +1209,10 @@ unsafe fn tiled_avx2<V: Value>(
                     }
                     _ => {
                         let mut s = [
-                            load!(o),
-                            load!(o.add(8)),
-                            load!(o.add(16)),
-                            load!(o.add(24)),
+                            sums_at!(o),
+                            sums_at!(o.add(8)),
+                            sums_at!(o.add(16)),
+                            sums_at!(o.add(24)),
                         ];
                         for (v, c) in values.iter().zip(columns) {
                             let v: *const V = v;
@@ -1181,7 +1230,92 @@ unsafe fn tiled_avx2<V: Value>(
                 }
             }
         }
-    }
+    );
+}
+
+/// [`tiled_rows`] for blocks of 16, 32 or 64 samples in AVX-512 registers: half the
+/// instructions of [`tiled_avx2`] for the same sums (each lane adds the same products in the
+/// same order, so the outputs are bit for bit those of the AVX2 kernel), and blocks of 64 that
+/// read the weight once where [`tiled_avx2`] reads it twice.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(all(target_arch = "x86_64", tchprune_avx512))]
+#[target_feature(enable = "avx512f")]
+// Compiled only by Rust 1.89 or later (`tchprune_avx512`, set by the build script).
+#[allow(clippy::too_many_arguments, clippy::incompatible_msrv)]
+unsafe fn tiled_avx512<V: Value>(
+    tiled: &Tiled,
+    all_values: &[V],
+    rows: usize,
+    start: usize,
+    end: usize,
+    xt: &[f32],
+    width: usize,
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    assert!(matches!(width, 16 | 32 | 64));
+    for_tile_rows!(
+        tiled,
+        all_values,
+        rows,
+        start,
+        end,
+        xt,
+        width,
+        out,
+        |p, values, columns, o, first| {
+            // SAFETY: as in `tiled_avx2`.
+            unsafe {
+                macro_rules! sums_at {
+                    ($o:expr) => {
+                        if first {
+                            _mm512_setzero_ps()
+                        } else {
+                            _mm512_loadu_ps($o)
+                        }
+                    };
+                }
+                if width == 16 {
+                    let mut s0 = sums_at!(o);
+                    for (v, c) in values.iter().zip(columns) {
+                        let x = p.add(*c as usize * 16);
+                        s0 = _mm512_fmadd_ps(_mm512_set1_ps(v.get()), _mm512_loadu_ps(x), s0);
+                    }
+                    _mm512_storeu_ps(o, s0);
+                } else if width == 64 {
+                    let mut s = [
+                        sums_at!(o),
+                        sums_at!(o.add(16)),
+                        sums_at!(o.add(32)),
+                        sums_at!(o.add(48)),
+                    ];
+                    for (v, c) in values.iter().zip(columns) {
+                        let x = p.add(*c as usize * 64);
+                        let v = _mm512_set1_ps(v.get());
+                        s[0] = _mm512_fmadd_ps(v, _mm512_loadu_ps(x), s[0]);
+                        s[1] = _mm512_fmadd_ps(v, _mm512_loadu_ps(x.add(16)), s[1]);
+                        s[2] = _mm512_fmadd_ps(v, _mm512_loadu_ps(x.add(32)), s[2]);
+                        s[3] = _mm512_fmadd_ps(v, _mm512_loadu_ps(x.add(48)), s[3]);
+                    }
+                    for (i, s) in s.iter().enumerate() {
+                        _mm512_storeu_ps(o.add(16 * i), *s);
+                    }
+                } else {
+                    let (mut s0, mut s1) = (sums_at!(o), sums_at!(o.add(16)));
+                    for (v, c) in values.iter().zip(columns) {
+                        let x = p.add(*c as usize * 32);
+                        let v = _mm512_set1_ps(v.get());
+                        s0 = _mm512_fmadd_ps(v, _mm512_loadu_ps(x), s0);
+                        s1 = _mm512_fmadd_ps(v, _mm512_loadu_ps(x.add(16)), s1);
+                    }
+                    _mm512_storeu_ps(o, s0);
+                    _mm512_storeu_ps(o.add(16), s1);
+                }
+            }
+        }
+    );
 }
 
 /// Rows `start..end` times a block of 8 samples (`xt`: `[cols, 8]`) straight from the CSR
@@ -1508,7 +1642,7 @@ mod tests {
         let xs = Tensor::from_slice(&x).reshape([batch as i64, cols as i64]);
         let y: Vec<f32> = Vec::try_from(m.multiply(&xs, None).unwrap().view(-1)).unwrap();
         assert_eq!(y, expected, "multiply");
-        for width in [1, 2, 4, 8, 16, 32] {
+        for width in [1, 2, 4, 8, 16, 32, 64] {
             let mut xt = vec![0.0; cols * width];
             transpose(&x[..width * cols], width, cols, &mut xt);
             let mut expected_t = vec![0.0; rows * width];
@@ -1518,15 +1652,34 @@ mod tests {
             assert_eq!(out, expected_t, "the portable rows, width {width}");
             m.rows_times(0, rows, &xt, width, &mut out);
             assert_eq!(out, expected_t, "the kernel this CPU runs, width {width}");
-            if let (8 | 16 | 32, Values::F32(values)) = (width, &m.tiled().values) {
+            if let (8 | 16 | 32 | 64, Values::F32(values)) = (width, &m.tiled().values) {
                 let mut out = vec![f32::NAN; rows * width];
                 let tiled = m.tiled();
                 match width {
                     8 => tiled_rows::<f32, 8>(tiled, values, rows, 0, rows, &xt, &mut out),
                     16 => tiled_rows::<f32, 16>(tiled, values, rows, 0, rows, &xt, &mut out),
-                    _ => tiled_rows::<f32, 32>(tiled, values, rows, 0, rows, &xt, &mut out),
+                    32 => tiled_rows::<f32, 32>(tiled, values, rows, 0, rows, &xt, &mut out),
+                    _ => tiled_rows::<f32, 64>(tiled, values, rows, 0, rows, &xt, &mut out),
                 }
                 assert_eq!(out, expected_t, "the portable tiles, width {width}");
+                #[cfg(target_arch = "x86_64")]
+                if width <= 32 && crate::cpu::has_avx2_fma() {
+                    let mut out = vec![f32::NAN; rows * width];
+                    // SAFETY: the CPU has AVX2 and FMA, checked just above.
+                    unsafe {
+                        super::tiled_avx2(tiled, values, rows, 0, rows, &xt, width, &mut out)
+                    };
+                    assert_eq!(out, expected_t, "the AVX2 tiles, width {width}");
+                }
+                #[cfg(all(target_arch = "x86_64", tchprune_avx512))]
+                if width >= 16 && crate::cpu::has_avx512f() {
+                    let mut out = vec![f32::NAN; rows * width];
+                    // SAFETY: the CPU has AVX-512F, checked just above, and `width` is 16 or 32.
+                    unsafe {
+                        super::tiled_avx512(tiled, values, rows, 0, rows, &xt, width, &mut out)
+                    };
+                    assert_eq!(out, expected_t, "the AVX-512 tiles, width {width}");
+                }
             }
         }
     }
