@@ -146,13 +146,21 @@ pub(crate) fn binary_to_bool(mask: &Tensor) -> Option<Result<Tensor, ()>> {
     Some(Ok(out))
 }
 
+/// The mask checks scan a block of entries with no branch per entry (so that the loop
+/// vectorizes), and stop at the first block that decides.
+const BLOCK: usize = 4096;
+
 /// Whether every byte of the `bool` tensor `mask` is 0 or 1.
 pub(crate) fn holds_only_booleans(mask: &Tensor) -> Option<bool> {
     if mask.kind() != Kind::Bool {
         return None;
     }
     match entries(mask)? {
-        Entries::Bytes(bytes) => Some(bytes.iter().all(|&b| b <= 1)),
+        Entries::Bytes(bytes) => Some(
+            bytes
+                .chunks(BLOCK)
+                .all(|block| block.iter().fold(0, |any, &b| any | b) <= 1),
+        ),
         _ => None,
     }
 }
@@ -164,8 +172,57 @@ pub(crate) fn revives(mask: &Tensor, default_mask: &Tensor) -> Option<bool> {
     }
     match (entries(mask)?, entries(default_mask)?) {
         (Entries::Bytes(new), Entries::Bytes(old)) if new.len() == old.len() => {
-            Some(new.iter().zip(old).any(|(&new, &old)| new != 0 && old == 0))
+            Some(new.chunks(BLOCK).zip(old.chunks(BLOCK)).any(|(new, old)| {
+                let revived = |(&new, &old): (&u8, &u8)| u8::from(new != 0) & u8::from(old == 0);
+                new.iter().zip(old).fold(0, |any, pair| any | revived(pair)) != 0
+            }))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{holds_only_booleans, revives, BLOCK};
+    use tch::{Kind, Tensor};
+
+    fn bools(bytes: &[u8]) -> Tensor {
+        Tensor::from_slice(bytes).view_dtype(Kind::Bool)
+    }
+
+    #[test]
+    fn a_revived_entry_is_found_in_any_block() {
+        let n = 3 * BLOCK + 5;
+        let old: Vec<u8> = (0..n).map(|i| u8::from(i % 3 != 0)).collect();
+        assert_eq!(revives(&bools(&old), &bools(&old)), Some(false));
+        for at in [0, BLOCK - 1, BLOCK, 2 * BLOCK + 7, n - 1] {
+            let mut new = old.clone();
+            let pruned = (0..=at).rev().find(|&i| old[i] == 0).unwrap();
+            new[pruned] = 1;
+            assert_eq!(
+                revives(&bools(&new), &bools(&old)),
+                Some(true),
+                "at {pruned}"
+            );
+        }
+        assert_eq!(revives(&bools(&vec![0; n]), &bools(&old)), Some(false));
+    }
+
+    #[test]
+    fn a_byte_other_than_0_or_1_is_found_in_any_block() {
+        let n = 2 * BLOCK + 3;
+        let mask: Vec<u8> = (0..n).map(|i| (i % 2) as u8).collect();
+        assert_eq!(holds_only_booleans(&bools(&mask)), Some(true));
+        for at in [0, BLOCK, n - 1] {
+            for byte in [2, 255] {
+                let mut bad = mask.clone();
+                bad[at] = byte;
+                assert_eq!(
+                    holds_only_booleans(&bools(&bad)),
+                    Some(false),
+                    "{byte} at {at}"
+                );
+            }
+        }
     }
 }

@@ -11,7 +11,8 @@
 //! ties; beyond that (where `topk` would cost a second) it takes the tied entries in index
 //! order: exactly `k` entries, the guarantee PyTorch documents.
 
-use super::radix::{self, Order, Part, Values};
+pub(crate) use super::radix::Order;
+use super::radix::{self, Part, Values};
 use crate::error::Result;
 use crate::tensor_data::{entries, entries_mut};
 use tch::{Device, Kind, Tensor};
@@ -135,14 +136,16 @@ fn radix_select(values: &Tensor, k: i64, end: End) -> Result<Option<Tensor>> {
     Ok(Some(selected))
 }
 
-/// L1 selection in one pass over a CPU float tensor `t` and its `bool` default mask (both
-/// contiguous): the mask keeping everything `default_mask` keeps except the `amount`
-/// smallest magnitudes, ranked on the magnitudes' bits without computing `abs`. `None` when
-/// this path does not apply, or when ties make the choice PyTorch's `topk` decides.
-pub(crate) fn magnitude_mask(
+/// Selection in one pass over a CPU float tensor `t` and its `bool` default mask (both
+/// contiguous): the mask keeping everything `default_mask` keeps except the `amount` entries
+/// of `t` that come first in `order` (for L1, [`Order::Magnitude`] ranks the magnitudes' bits
+/// without computing `abs`). `None` when this path does not apply, or when ties make the
+/// choice PyTorch's `topk` decides.
+pub(crate) fn pruned_first_mask(
     t: &Tensor,
     default_mask: &Tensor,
     amount: crate::Amount,
+    order: Order,
 ) -> Result<Option<Tensor>> {
     let Some(values) = cpu_values(t) else {
         return Ok(None);
@@ -169,18 +172,12 @@ pub(crate) fn magnitude_mask(
         flags.copy_from_slice(default);
         return Ok(Some(mask));
     }
-    let threshold = radix::kth_smallest(&[part], k, Order::Magnitude);
+    let threshold = radix::kth_smallest(&[part], k, order);
     let missing = k - threshold.below;
     if missing < threshold.tied && n as i64 <= EXACT_TIES_LIMIT {
         return Ok(None);
     }
-    radix::mark(
-        &[part],
-        threshold,
-        missing,
-        Order::Magnitude,
-        &mut [&mut *flags],
-    );
+    radix::mark(&[part], threshold, missing, order, &mut [&mut *flags]);
     for (kept, &default) in flags.iter_mut().zip(default) {
         *kept = !*kept && default;
     }

@@ -2,7 +2,7 @@
 
 use crate::amount::Amount;
 use crate::error::Result;
-use crate::method::select::{select, End};
+use crate::method::select::{pruned_first_mask, select, End, Order};
 use crate::method::{MethodArgs, PruningMethod, PruningType};
 use crate::registry::MethodEntry;
 use serde_json::json;
@@ -51,7 +51,7 @@ impl PruningMethod for L1Unstructured {
     }
 
     fn compute_mask(&self, t: &Tensor, default_mask: &Tensor) -> Result<Tensor> {
-        if let Some(mask) = crate::method::select::magnitude_mask(t, default_mask, self.amount)? {
+        if let Some(mask) = pruned_first_mask(t, default_mask, self.amount, Order::Magnitude)? {
             return Ok(mask);
         }
         zero_selected(&t.f_abs()?, default_mask, self.amount, End::Smallest)
@@ -102,7 +102,12 @@ impl PruningMethod for RandomUnstructured {
         if k == 0 {
             return Ok(default_mask.copy());
         }
-        zero_selected(&t.f_rand_like()?, default_mask, self.amount, End::Largest)
+        let draws = t.f_rand_like()?;
+        if let Some(mask) = pruned_first_mask(&draws, default_mask, self.amount, Order::Descending)?
+        {
+            return Ok(mask);
+        }
+        zero_selected(&draws, default_mask, self.amount, End::Largest)
     }
 
     fn arguments(&self) -> serde_json::Value {
