@@ -10,7 +10,9 @@
 //! each core writes its rows' outputs back to the samples a chunk at a time, while the chunk is
 //! in its cache (a tall layer's outputs at batch 64 are megabytes).
 //! A bf16 weight keeps its values in bf16 (widening one to `f32` is a shift), so a bf16 model's
-//! kernel reads two thirds of the bytes a `f32` copy of its weights would make it read.
+//! kernel reads two thirds of the bytes a `f32` copy of its weights would make it read at
+//! batch 1, where the bytes decide; blocks of 8 samples read a copy widened to `f32` once,
+//! since there the broadcast of a bf16 value (a shuffle) costs more than the bytes.
 
 #[cfg(target_arch = "x86_64")]
 use crate::cpu::has_avx2_fma;
@@ -220,8 +222,20 @@ impl<C, V> Entries<'_, C, V> {
 }
 
 /// `$body` with `$entries` bound to the [`Entries`] of the matrix `$m`, in whichever of the
-/// column and value types it stores.
+/// column and value types it stores (or with the values `$values` instead of its own).
 macro_rules! with_entries {
+    ($m:expr, $values:ident, $entries:ident => $body:expr) => {
+        match &$m.columns {
+            Columns::U16(columns) => {
+                let $entries = Entries { row_starts: &$m.row_starts, columns, values: $values };
+                $body
+            }
+            Columns::U32(columns) => {
+                let $entries = Entries { row_starts: &$m.row_starts, columns, values: $values };
+                $body
+            }
+        }
+    };
     ($m:expr, $entries:ident => $body:expr) => {
         match &$m.columns {
             Columns::U16(columns) => with_entries!(@values $m, columns, $entries => $body),
@@ -255,6 +269,8 @@ pub struct CsrMatrix {
     row_ranges: Vec<(usize, usize)>,
     /// The same entries tiled by columns, made on the first call with a batch.
     tiled: std::sync::OnceLock<Tiled>,
+    /// A bf16 matrix's values widened to `f32`, made on the first call with a block of 8.
+    widened: std::sync::OnceLock<Vec<f32>>,
 }
 
 /// The entries of a [`CsrMatrix`] in tiles of [`TILE_COLUMNS`] columns, row by row within each
@@ -325,6 +341,7 @@ impl CsrMatrix {
             values,
             row_ranges,
             tiled: std::sync::OnceLock::new(),
+            widened: std::sync::OnceLock::new(),
         })
     }
 
@@ -351,7 +368,8 @@ impl CsrMatrix {
         }
     }
 
-    /// The bytes the matrix occupies: values, column indices and row starts.
+    /// The bytes the matrix occupies: values, column indices and row starts, and the copies
+    /// its kernels made of them (tiled by columns, or widened from bf16).
     pub fn bytes(&self) -> usize {
         let index = match &self.columns {
             Columns::U16(c) => c.len() * 2,
@@ -360,7 +378,12 @@ impl CsrMatrix {
         let tiled = self.tiled.get().map_or(0, |t| {
             t.values.len() * t.values.width() + t.columns.len() + t.starts.len() * 4
         });
-        self.values.len() * self.values.width() + index + self.row_starts.len() * 4 + tiled
+        let widened = self.widened.get().map_or(0, |w| w.len() * 4);
+        self.values.len() * self.values.width()
+            + index
+            + self.row_starts.len() * 4
+            + tiled
+            + widened
     }
 
     fn column(&self, k: usize) -> usize {
@@ -527,9 +550,17 @@ impl CsrMatrix {
         #[cfg(target_arch = "x86_64")]
         if width == 8 && self.cols * 8 * 4 <= UNTILED_INPUT_BYTES && has_avx2_fma() {
             assert!(xt.len() >= self.cols * 8);
+            // A bf16 value broadcast takes a shuffle, the scarcest port in this loop, where a
+            // `f32` one is a plain load: blocks read the values widened once.
+            let values = match &self.values {
+                Values::F32(values) => values,
+                Values::Bf16(values) => self
+                    .widened
+                    .get_or_init(|| values.iter().map(|v| v.get()).collect()),
+            };
             // SAFETY: the CPU has AVX2 and FMA, checked just above; every column is below
             // `cols`, and `xt` holds 8 floats per column.
-            with_entries!(self, entries => unsafe {
+            with_entries!(self, values, entries => unsafe {
                 untiled8_avx2(&entries, start, end, xt, out)
             });
             return;
