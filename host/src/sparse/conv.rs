@@ -12,7 +12,8 @@ use tch::{nn, Device, Kind, Tensor};
 /// a [`CsrMatrix`] `[out, in * kh * kw]`. Where the output rows are wide, each non-zero weight
 /// adds its multiple of the shifted input plane to its output plane directly; on small maps
 /// every output position's patch is multiplied by the sparse weight, the patches of 32
-/// positions at a time gathered from the zero-padded input. Inference on the CPU; outputs equal
+/// positions at a time (64 with AVX-512) gathered from the zero-padded input. Inference on the
+/// CPU; outputs equal
 /// `conv2d`'s within float rounding (summed in `f32`, returned in the input's dtype, as
 /// [`SparseLinear`](super::SparseLinear)).
 /// Whether it beats libtorch's dense convolution depends on the sparsity and the shapes:
