@@ -13,9 +13,8 @@ use tch::{nn, Device, Kind, Tensor};
 /// adds its multiple of the shifted input plane to its output plane directly; on small maps
 /// every output position's patch is multiplied by the sparse weight, the patches of 32
 /// positions at a time (64 with AVX-512) gathered from the zero-padded input. Inference on the
-/// CPU; outputs equal
-/// `conv2d`'s within float rounding (summed in `f32`, returned in the input's dtype, as
-/// [`SparseLinear`](super::SparseLinear)).
+/// CPU; outputs equal `conv2d`'s within float rounding (summed in `f32`, returned in the input's
+/// dtype, as [`SparseLinear`](super::SparseLinear)).
 /// Whether it beats libtorch's dense convolution depends on the sparsity and the shapes:
 /// [`Conv2d::from_varstore`] and [`sparsify_with_input`](super::sparsify_with_input) measure.
 #[derive(Clone, Debug)]

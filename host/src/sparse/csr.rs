@@ -237,21 +237,9 @@ macro_rules! with_entries {
         }
     };
     ($m:expr, $entries:ident => $body:expr) => {
-        match &$m.columns {
-            Columns::U16(columns) => with_entries!(@values $m, columns, $entries => $body),
-            Columns::U32(columns) => with_entries!(@values $m, columns, $entries => $body),
-        }
-    };
-    (@values $m:expr, $columns:ident, $entries:ident => $body:expr) => {
         match &$m.values {
-            Values::F32(values) => {
-                let $entries = Entries { row_starts: &$m.row_starts, columns: $columns, values };
-                $body
-            }
-            Values::Bf16(values) => {
-                let $entries = Entries { row_starts: &$m.row_starts, columns: $columns, values };
-                $body
-            }
+            Values::F32(values) => with_entries!($m, values, $entries => $body),
+            Values::Bf16(values) => with_entries!($m, values, $entries => $body),
         }
     };
 }
@@ -1705,7 +1693,7 @@ mod tests {
                 #[cfg(all(target_arch = "x86_64", tchprune_avx512))]
                 if width >= 16 && crate::cpu::has_avx512f() {
                     let mut out = vec![f32::NAN; rows * width];
-                    // SAFETY: the CPU has AVX-512F, checked just above, and `width` is 16 or 32.
+                    // SAFETY: the CPU has AVX-512F, checked just above, and `width` is 16, 32 or 64.
                     unsafe {
                         super::tiled_avx512(tiled, values, rows, 0, rows, &xt, width, &mut out)
                     };
