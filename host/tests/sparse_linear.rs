@@ -83,7 +83,8 @@ fn wide_inputs_take_32_bit_columns() {
     assert_eq!(layer.weight().cols(), 70_000);
     let nonzeros = weight.ne(0).sum(Kind::Int64).int64_value(&[]) as usize;
     assert_eq!(layer.weight().nonzeros(), nonzeros);
-    assert_eq!(layer.weight().bytes(), nonzeros * 8 + 4 * 4);
+    // Each non-zero's value and column, each row's start, and where each row is stored.
+    assert_eq!(layer.weight().bytes(), nonzeros * 8 + 4 * 4 + 3 * 8);
     for batch in [1, 5, 8, 40] {
         let xs = Tensor::randn([batch, 70_000], (Kind::Float, Device::Cpu));
         assert_close(&layer.forward(&xs), &xs.linear::<Tensor>(&weight, None));
@@ -91,7 +92,7 @@ fn wide_inputs_take_32_bit_columns() {
     let narrow = SparseLinear::new(&sparse_weight(3, 100, 0.5), None).unwrap();
     assert_eq!(
         narrow.weight().bytes(),
-        narrow.weight().nonzeros() * 6 + 4 * 4
+        narrow.weight().nonzeros() * 6 + 4 * 4 + 3 * 8
     );
 }
 
@@ -111,9 +112,15 @@ fn a_bf16_weight_keeps_its_values_in_bf16_and_multiplies_as_its_f32_copy() {
         assert_eq!(narrow.weight().value_kind(), Kind::BFloat16);
         assert_eq!(wide.weight().value_kind(), Kind::Float);
         let index = if cols <= 1 << 16 { 2 } else { 4 };
-        let row_starts = (rows as usize + 1) * 4;
-        assert_eq!(narrow.weight().bytes(), nonzeros * (2 + index) + row_starts);
-        assert_eq!(wide.weight().bytes(), nonzeros * (4 + index) + row_starts);
+        let row_starts_and_order = (rows as usize + 1) * 4 + rows as usize * 8;
+        assert_eq!(
+            narrow.weight().bytes(),
+            nonzeros * (2 + index) + row_starts_and_order
+        );
+        assert_eq!(
+            wide.weight().bytes(),
+            nonzeros * (4 + index) + row_starts_and_order
+        );
         for batch in [1, 3, 8, 16, 32, 40] {
             let xs = Tensor::randn([batch, cols], (Kind::Float, Device::Cpu));
             let (ours, f32_copy) = (narrow.forward(&xs), wide.forward(&xs));

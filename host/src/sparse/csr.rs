@@ -13,7 +13,10 @@
 //! kernel reads two thirds of the bytes a `f32` copy of its weights would make it read at
 //! batch 1, where the bytes decide; blocks of 8 samples read a copy widened to `f32` once,
 //! since there the broadcast of a bf16 value (a shuffle) costs more than the bytes.
+//! Rows are stored by their non-zero count within windows ([`RowOrder`]): on short rows, the
+//! exits of the loops over them are then predicted.
 
+use super::row_order::RowOrder;
 #[cfg(target_arch = "x86_64")]
 use crate::cpu::has_avx2_fma;
 #[cfg(all(target_arch = "x86_64", tchprune_avx512))]
@@ -208,16 +211,32 @@ impl Values {
 
 /// One view of a matrix's rows, in its column and value types.
 struct Entries<'a, C, V> {
+    /// Where the entries of each slot start (rows are stored in `order`).
     row_starts: &'a [u32],
     columns: &'a [C],
     values: &'a [V],
+    order: &'a RowOrder,
 }
 
 impl<C, V> Entries<'_, C, V> {
     /// Where row `r`'s entries start and end.
     #[inline(always)]
     fn row(&self, r: usize) -> (usize, usize) {
-        (self.row_starts[r] as usize, self.row_starts[r + 1] as usize)
+        let p = self.order.slot(r);
+        (self.row_starts[p] as usize, self.row_starts[p + 1] as usize)
+    }
+
+    /// `(row, start, end)` for each of rows `start..end` and its entries, in the order they
+    /// are stored.
+    #[inline(always)]
+    fn rows_in(
+        &self,
+        start: usize,
+        end: usize,
+    ) -> impl Iterator<Item = (usize, usize, usize)> + Clone + '_ {
+        let starts = self.row_starts;
+        let slots = self.order.slots_of(start, end);
+        slots.map(move |(p, r)| (r, starts[p] as usize, starts[p + 1] as usize))
     }
 }
 
@@ -227,11 +246,21 @@ macro_rules! with_entries {
     ($m:expr, $values:ident, $entries:ident => $body:expr) => {
         match &$m.columns {
             Columns::U16(columns) => {
-                let $entries = Entries { row_starts: &$m.row_starts, columns, values: $values };
+                let $entries = Entries {
+                    row_starts: &$m.row_starts,
+                    columns,
+                    values: $values,
+                    order: &$m.order,
+                };
                 $body
             }
             Columns::U32(columns) => {
-                let $entries = Entries { row_starts: &$m.row_starts, columns, values: $values };
+                let $entries = Entries {
+                    row_starts: &$m.row_starts,
+                    columns,
+                    values: $values,
+                    order: &$m.order,
+                };
                 $body
             }
         }
@@ -255,6 +284,9 @@ pub struct CsrMatrix {
     values: Values,
     /// Row ranges of about equal non-zero counts, one per core.
     row_ranges: Vec<(usize, usize)>,
+    /// The slot each row is stored in: `row_starts`, `columns` and `values` (and their tiled
+    /// copy) hold the rows slot by slot.
+    order: RowOrder,
     /// The same entries tiled by columns, made on the first call with a batch.
     tiled: std::sync::OnceLock<Tiled>,
     /// A bf16 matrix's values widened to `f32`, made on the first call with a block of 8.
@@ -267,7 +299,9 @@ pub struct CsrMatrix {
 #[derive(Clone, Debug)]
 struct Tiled {
     tiles: usize,
-    /// `starts[t * (rows + 1) + r]`: where row `r`'s entries of tile `t` start.
+    rows: usize,
+    /// `starts[t * (rows + 1) + p]`: where the entries of slot `p` (see [`RowOrder`]) in tile
+    /// `t` start.
     starts: Vec<u32>,
     /// Columns within the tile.
     columns: Vec<u8>,
@@ -305,22 +339,22 @@ impl CsrMatrix {
         }
         let (rows, cols) = (size[0] as usize, size[1] as usize);
         let on_cpu = weight.f_to_device(Device::Cpu)?.f_contiguous()?;
-        let (row_starts, columns, values) = if weight.kind() == Kind::BFloat16 {
+        let (order, row_starts, columns, values) = if weight.kind() == Kind::BFloat16 {
             let bits: Vec<i16> = Vec::try_from(on_cpu.f_view_dtype(Kind::Int16)?.f_view(-1)?)?;
-            let (starts, columns, bits) = compress(&bits, rows, cols, |b| b & 0x7fff != 0)?;
+            let (order, starts, columns, bits) = compress(&bits, rows, cols, |b| b & 0x7fff != 0)?;
             let values = bits.into_iter().map(|b| Bf16(b as u16)).collect();
-            (starts, columns, Values::Bf16(values))
+            (order, starts, columns, Values::Bf16(values))
         } else {
             let dense: Vec<f32> = Vec::try_from(on_cpu.f_to_kind(Kind::Float)?.f_view(-1)?)?;
-            let (starts, columns, values) = compress(&dense, rows, cols, |v| v != 0.0)?;
-            (starts, columns, Values::F32(values))
+            let (order, starts, columns, values) = compress(&dense, rows, cols, |v| v != 0.0)?;
+            (order, starts, columns, Values::F32(values))
         };
         let columns = if cols <= 1 << 16 {
             Columns::U16(columns.into_iter().map(|c| c as u16).collect())
         } else {
             Columns::U32(columns)
         };
-        let row_ranges = balanced_rows(&row_starts, parallel::threads());
+        let row_ranges = balanced_rows(&row_starts, parallel::threads(), order.window());
         Ok(Self {
             rows,
             cols,
@@ -328,6 +362,7 @@ impl CsrMatrix {
             columns,
             values,
             row_ranges,
+            order,
             tiled: std::sync::OnceLock::new(),
             widened: std::sync::OnceLock::new(),
         })
@@ -370,6 +405,7 @@ impl CsrMatrix {
         self.values.len() * self.values.width()
             + index
             + self.row_starts.len() * 4
+            + self.order.bytes()
             + tiled
             + widened
     }
@@ -387,16 +423,16 @@ impl CsrMatrix {
             let mut starts = Vec::with_capacity(tiles * (self.rows + 1));
             let mut columns = Vec::with_capacity(self.values.len());
             let mut positions = Vec::with_capacity(self.values.len());
-            // Each row's entries are sorted by column: a cursor per row walks the tiles.
+            // Each slot's entries are sorted by column: a cursor per slot walks the tiles.
             let mut cursor: Vec<usize> = self.row_starts[..self.rows]
                 .iter()
                 .map(|&s| s as usize)
                 .collect();
             for tile in 0..tiles {
                 let limit = (tile + 1) * TILE_COLUMNS;
-                for (r, k) in cursor.iter_mut().enumerate() {
+                for (p, k) in cursor.iter_mut().enumerate() {
                     starts.push(positions.len() as u32);
-                    let end = self.row_starts[r + 1] as usize;
+                    let end = self.row_starts[p + 1] as usize;
                     while *k < end && self.column(*k) < limit {
                         columns.push((self.column(*k) - tile * TILE_COLUMNS) as u8);
                         positions.push(*k as u32);
@@ -407,6 +443,7 @@ impl CsrMatrix {
             }
             Tiled {
                 tiles,
+                rows: self.rows,
                 starts,
                 columns,
                 values: self.values.gather(&positions),
@@ -474,11 +511,15 @@ impl CsrMatrix {
                 xt.resize(cols * width, 0.0);
                 gather_block(inputs, done, width, cols, &mut xt);
                 let outputs = Outputs(ys.as_mut_ptr());
-                let chunk_rows = (CHUNK_OUTPUT_BYTES / (width * 4)).max(8);
+                // Chunks end at windows' edges (see `RowOrder`).
+                let window = self.order.window();
+                let chunk_rows = (CHUNK_OUTPUT_BYTES / (width * 4)).max(window);
+                let chunk_rows = chunk_rows / window * window;
                 self.for_row_ranges(width, |start, end| {
                     let mut chunk = vec![0.0; chunk_rows.min(end - start) * width];
-                    for first in (start..end).step_by(chunk_rows) {
-                        let last = (first + chunk_rows).min(end);
+                    let mut first = start;
+                    while first < end {
+                        let last = ((first / chunk_rows + 1) * chunk_rows).min(end);
                         let out = &mut chunk[..(last - first) * width];
                         self.rows_times(first, last, &xt, width, out);
                         add_bias(out, width, bias.map(|b| &b[first..last]));
@@ -486,6 +527,7 @@ impl CsrMatrix {
                         // width`; `ys` holds every sample's `rows` outputs (asserted above), of
                         // which this call alone writes rows `first..last` (disjoint ranges).
                         unsafe { layout.scatter(out, first..last, done, width, &outputs, rows) };
+                        first = last;
                     }
                 });
                 done += width;
@@ -557,10 +599,10 @@ impl CsrMatrix {
             let tiled = self.tiled();
             match &tiled.values {
                 Values::F32(values) => {
-                    tiled_product(tiled, values, self.rows, start, end, xt, width, out)
+                    tiled_product(tiled, values, &self.order, start, end, xt, width, out)
                 }
                 Values::Bf16(values) => {
-                    tiled_product(tiled, values, self.rows, start, end, xt, width, out)
+                    tiled_product(tiled, values, &self.order, start, end, xt, width, out)
                 }
             }
             return;
@@ -617,17 +659,22 @@ fn add_bias(out: &mut [f32], width: usize, bias: Option<&[f32]>) {
     }
 }
 
-/// A matrix's row starts, columns and non-zero values.
-type Compressed<T> = (Vec<u32>, Vec<u32>, Vec<T>);
+/// A matrix's row order, and its row starts, columns and non-zero values stored in that order.
+type Compressed<T> = (RowOrder, Vec<u32>, Vec<u32>, Vec<T>);
 
-/// The non-zero entries of `dense` (`rows` rows of `cols`), by `is_nonzero`.
+/// The non-zero entries of `dense` (`rows` rows of `cols`), by `is_nonzero`, stored by
+/// [`RowOrder::by_count`].
 fn compress<T: Copy>(
     dense: &[T],
     rows: usize,
     cols: usize,
     is_nonzero: impl Fn(T) -> bool,
 ) -> Result<Compressed<T>> {
-    let nonzeros = dense.iter().filter(|v| is_nonzero(**v)).count();
+    let row = |r: usize| &dense[r * cols..(r + 1) * cols];
+    let counts: Vec<u32> = (0..rows)
+        .map(|r| row(r).iter().filter(|v| is_nonzero(**v)).count() as u32)
+        .collect();
+    let nonzeros: usize = counts.iter().map(|&n| n as usize).sum();
     if nonzeros > u32::MAX as usize {
         return Err(PruneError::InvalidArgument {
             method: "sparse".to_owned(),
@@ -635,19 +682,21 @@ fn compress<T: Copy>(
             reason: format!("{nonzeros} non-zero entries: at most 2^32 - 1"),
         });
     }
+    let order = RowOrder::by_count(&counts, RowOrder::window_for(rows, parallel::threads()));
     let mut row_starts = Vec::with_capacity(rows + 1);
     let mut values = Vec::with_capacity(nonzeros);
     let mut columns = Vec::with_capacity(nonzeros);
     row_starts.push(0u32);
-    for r in 0..rows {
-        let row = &dense[r * cols..(r + 1) * cols];
-        for (c, v) in row.iter().enumerate().filter(|(_, v)| is_nonzero(**v)) {
-            values.push(*v);
-            columns.push(c as u32);
+    for p in 0..rows {
+        for (c, v) in row(order.row(p)).iter().enumerate() {
+            if is_nonzero(*v) {
+                values.push(*v);
+                columns.push(c as u32);
+            }
         }
         row_starts.push(values.len() as u32);
     }
-    Ok((row_starts, columns, values))
+    Ok((order, row_starts, columns, values))
 }
 
 /// A column index, widened.
@@ -721,8 +770,8 @@ fn rows_block<C: Column, V: Value, const W: usize>(
     xt: &[f32],
     out: &mut [f32],
 ) {
-    for (r, outputs) in (start..end).zip(out.chunks_exact_mut(W)) {
-        let (a, b) = entries.row(r);
+    for (r, a, b) in entries.rows_in(start, end) {
+        let outputs = &mut out[(r - start) * W..(r - start + 1) * W];
         let mut acc = [0.0f32; W];
         for (v, c) in entries.values[a..b].iter().zip(&entries.columns[a..b]) {
             let x: &[f32; W] = xt[c.get() * W..c.get() * W + W]
@@ -746,8 +795,7 @@ fn rows_single<C: Column, V: Value>(
     x: &[f32],
     out: &mut [f32],
 ) {
-    for (r, output) in (start..end).zip(out.iter_mut()) {
-        let (a, b) = entries.row(r);
+    for (r, a, b) in entries.rows_in(start, end) {
         let (values, cols) = (&entries.values[a..b], &entries.columns[a..b]);
         let mut sums = [0.0f32; 4];
         let quads = values.len() / 4 * 4;
@@ -760,7 +808,7 @@ fn rows_single<C: Column, V: Value>(
         for k in quads..values.len() {
             total += values[k].get() * x[cols[k].get()];
         }
-        *output = total;
+        out[r - start] = total;
     }
 }
 
@@ -1029,8 +1077,9 @@ unsafe fn transpose8_avx(src: *const f32, src_stride: usize, dst: *mut f32, dst_
     }
 }
 
-/// Row ranges covering all rows, `parts` of them with about equal non-zero counts.
-fn balanced_rows(row_starts: &[u32], parts: usize) -> Vec<(usize, usize)> {
+/// Row ranges covering all rows, `parts` of them with about equal non-zero counts, that end at
+/// the edges of windows of `window` rows (see [`RowOrder::window_for`]).
+fn balanced_rows(row_starts: &[u32], parts: usize, window: usize) -> Vec<(usize, usize)> {
     let rows = row_starts.len() - 1;
     let total = *row_starts.last().unwrap_or(&0) as usize;
     let parts = parts.clamp(1, rows.max(1));
@@ -1042,6 +1091,7 @@ fn balanced_rows(row_starts: &[u32], parts: usize) -> Vec<(usize, usize)> {
         while end < rows && (row_starts[end + 1] as usize) <= goal {
             end += 1;
         }
+        end = ((end + window / 2) / window * window).min(rows);
         if part == parts {
             end = rows;
         }
@@ -1062,7 +1112,7 @@ fn balanced_rows(row_starts: &[u32], parts: usize) -> Vec<(usize, usize)> {
 fn tiled_product<V: Value>(
     tiled: &Tiled,
     values: &[V],
-    rows: usize,
+    order: &RowOrder,
     start: usize,
     end: usize,
     xt: &[f32],
@@ -1072,20 +1122,20 @@ fn tiled_product<V: Value>(
     #[cfg(all(target_arch = "x86_64", tchprune_avx512))]
     if width >= 16 && has_avx512f() {
         // SAFETY: the CPU has AVX-512F, checked just above; `width` is 16, 32 or 64.
-        unsafe { tiled_avx512(tiled, values, rows, start, end, xt, width, out) };
+        unsafe { tiled_avx512(tiled, values, order, start, end, xt, width, out) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA, checked just above.
-        unsafe { tiled_avx2(tiled, values, rows, start, end, xt, width, out) };
+        unsafe { tiled_avx2(tiled, values, order, start, end, xt, width, out) };
         return;
     }
     match width {
-        8 => tiled_rows::<V, 8>(tiled, values, rows, start, end, xt, out),
-        16 => tiled_rows::<V, 16>(tiled, values, rows, start, end, xt, out),
-        32 => tiled_rows::<V, 32>(tiled, values, rows, start, end, xt, out),
-        _ => tiled_rows::<V, 64>(tiled, values, rows, start, end, xt, out),
+        8 => tiled_rows::<V, 8>(tiled, values, order, start, end, xt, out),
+        16 => tiled_rows::<V, 16>(tiled, values, order, start, end, xt, out),
+        32 => tiled_rows::<V, 32>(tiled, values, order, start, end, xt, out),
+        _ => tiled_rows::<V, 64>(tiled, values, order, start, end, xt, out),
     }
 }
 
@@ -1095,17 +1145,19 @@ fn tiled_product<V: Value>(
 fn tiled_rows<V: Value, const W: usize>(
     tiled: &Tiled,
     values: &[V],
-    rows: usize,
+    order: &RowOrder,
     start: usize,
     end: usize,
     xt: &[f32],
     out: &mut [f32],
 ) {
+    let rows = tiled.rows;
     for tile in 0..tiled.tiles {
         let inputs = &xt[tile * TILE_COLUMNS * W..];
         let starts = &tiled.starts[tile * (rows + 1)..];
-        for (r, outputs) in (start..end).zip(out.chunks_exact_mut(W)) {
-            let (a, b) = (starts[r] as usize, starts[r + 1] as usize);
+        for (p, r) in order.slots_of(start, end) {
+            let (a, b) = (starts[p] as usize, starts[p + 1] as usize);
+            let outputs = &mut out[(r - start) * W..(r - start + 1) * W];
             if tile == 0 {
                 outputs.fill(0.0);
             }
@@ -1133,18 +1185,19 @@ fn tiled_rows<V: Value, const W: usize>(
 #[cfg(target_arch = "x86_64")]
 macro_rules! for_tile_rows {
     (
-        $tiled:ident, $all_values:ident, $rows:ident, $start:ident, $end:ident, $xt:ident,
+        $tiled:ident, $all_values:ident, $order:ident, $start:ident, $end:ident, $xt:ident,
         $width:ident, $out:ident,
         |$p:ident, $values:ident, $columns:ident, $o:ident, $first:ident| $body:block
     ) => {{
         assert!($out.len() >= ($end - $start) * $width);
+        let rows = $tiled.rows;
         for tile in 0..$tiled.tiles {
             let base = tile * TILE_COLUMNS * $width;
             let tile_columns = TILE_COLUMNS.min($xt.len() / $width - tile * TILE_COLUMNS);
             let inputs = &$xt[base..base + tile_columns * $width];
-            let starts = &$tiled.starts[tile * ($rows + 1)..(tile + 1) * ($rows + 1)];
-            for r in $start..$end {
-                let (a, b) = (starts[r] as usize, starts[r + 1] as usize);
+            let starts = &$tiled.starts[tile * (rows + 1)..(tile + 1) * (rows + 1)];
+            for (p, r) in $order.slots_of($start, $end) {
+                let (a, b) = (starts[p] as usize, starts[p + 1] as usize);
                 if a == b {
                     if tile == 0 {
                         $out[(r - $start) * $width..(r - $start + 1) * $width].fill(0.0);
@@ -1172,7 +1225,7 @@ macro_rules! for_tile_rows {
 unsafe fn tiled_avx2<V: Value>(
     tiled: &Tiled,
     all_values: &[V],
-    rows: usize,
+    order: &RowOrder,
     start: usize,
     end: usize,
     xt: &[f32],
@@ -1184,7 +1237,7 @@ unsafe fn tiled_avx2<V: Value>(
     for_tile_rows!(
         tiled,
         all_values,
-        rows,
+        order,
         start,
         end,
         xt,
@@ -1266,7 +1319,7 @@ unsafe fn tiled_avx2<V: Value>(
 unsafe fn tiled_avx512<V: Value>(
     tiled: &Tiled,
     all_values: &[V],
-    rows: usize,
+    order: &RowOrder,
     start: usize,
     end: usize,
     xt: &[f32],
@@ -1278,7 +1331,7 @@ unsafe fn tiled_avx512<V: Value>(
     for_tile_rows!(
         tiled,
         all_values,
-        rows,
+        order,
         start,
         end,
         xt,
@@ -1354,8 +1407,7 @@ unsafe fn untiled8_avx2<C: Column, V: Value>(
     use std::arch::x86_64::*;
     assert!(out.len() >= (end - start) * 8);
     let (columns, values) = (entries.columns, entries.values);
-    for r in start..end {
-        let (a, b) = entries.row(r);
+    for (r, a, b) in entries.rows_in(start, end) {
         // SAFETY: every column has its 8 floats in `xt` (as the caller promises); the write
         // is this row's 8 outputs.
         unsafe {
@@ -1404,10 +1456,12 @@ fn gather_pays() -> bool {
             .map(|k| (k * 7919 % cols) as u16)
             .collect();
         let values = vec![0.5f32; rows * per_row];
+        let order = RowOrder::natural(rows);
         let entries = Entries {
             row_starts: &row_starts,
             columns: &columns,
             values: &values,
+            order: &order,
         };
         let (x, mut out) = (vec![1.0f32; cols], vec![0.0f32; rows]);
         let mut time = |gather: bool| {
@@ -1471,8 +1525,8 @@ unsafe fn single_avx2<C: Column, V: Value>(
 ) {
     use std::arch::x86_64::*;
     let (columns, values) = (entries.columns, entries.values);
-    for (r, output) in (start..end).zip(out.iter_mut()) {
-        let (a, b) = entries.row(r);
+    assert!(out.len() >= end - start);
+    for (r, a, b) in entries.rows_in(start, end) {
         let p = x.as_ptr();
         // SAFETY: the loads read entries `k..k + 8` (or `+ 16`) of this row, below `b`; each
         // gathered column has its float in `x`, as the caller promises.
@@ -1501,14 +1555,14 @@ unsafe fn single_avx2<C: Column, V: Value>(
             for k in k..b {
                 total += values[k].get() * x[columns[k].get()];
             }
-            *output = total;
+            out[r - start] = total;
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{rows_single, transpose_strided, Bf16, Column, Columns, Entries, Value};
+    use super::{rows_single, transpose_strided, Bf16, Column, Columns, Entries, RowOrder, Value};
 
     /// `dst` (`[cols, rows]`) = `src` (`[rows, cols]`) transposed.
     fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
@@ -1590,11 +1644,13 @@ mod tests {
             .collect();
         assert!(halves.iter().zip(&values).all(|(h, v)| h.get() == *v));
         let row_starts = &row_starts[..];
+        let order = &RowOrder::natural(row_starts.len() - 1);
         check_sample_product(
             &Entries {
                 row_starts,
                 columns: &columns,
                 values: &values,
+                order,
             },
             &x,
             &expected,
@@ -1604,6 +1660,7 @@ mod tests {
                 row_starts,
                 columns: &narrow,
                 values: &values,
+                order,
             },
             &x,
             &expected,
@@ -1613,6 +1670,7 @@ mod tests {
                 row_starts,
                 columns: &columns,
                 values: &halves,
+                order,
             },
             &x,
             &expected,
@@ -1622,10 +1680,34 @@ mod tests {
                 row_starts,
                 columns: &narrow,
                 values: &halves,
+                order,
             },
             &x,
             &expected,
         );
+    }
+
+    /// Inputs in eighths for `batch` samples, and `x @ weight^T` (`weight`: `rows` rows of
+    /// `cols` in quarters) summed in f64: exact in `f32` for small weights.
+    fn exact_inputs_and_sums(
+        weight: &[f32],
+        rows: usize,
+        cols: usize,
+        batch: usize,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let x: Vec<f32> = (0..batch * cols)
+            .map(|i| ((i % 9) as f32 - 4.0) / 8.0)
+            .collect();
+        let sums = (0..batch * rows)
+            .map(|i| {
+                let (b, r) = (i / rows, i % rows);
+                let sum: f64 = (0..cols)
+                    .map(|c| f64::from(weight[r * cols + c]) * f64::from(x[b * cols + c]))
+                    .sum();
+                sum as f32
+            })
+            .collect();
+        (x, sums)
     }
 
     #[test]
@@ -1644,18 +1726,7 @@ mod tests {
                 }
             })
             .collect();
-        let x: Vec<f32> = (0..batch * cols)
-            .map(|i| ((i % 9) as f32 - 4.0) / 8.0)
-            .collect();
-        let expected: Vec<f32> = (0..batch * rows)
-            .map(|i| {
-                let (b, r) = (i / rows, i % rows);
-                let sum: f64 = (0..cols)
-                    .map(|c| f64::from(weight[r * cols + c]) * f64::from(x[b * cols + c]))
-                    .sum();
-                sum as f32
-            })
-            .collect();
+        let (x, expected) = exact_inputs_and_sums(&weight, rows, cols, batch);
         let tensor = Tensor::from_slice(&weight).reshape([rows as i64, cols as i64]);
         let m = CsrMatrix::from_dense(&tensor).unwrap();
         let xs = Tensor::from_slice(&x).reshape([batch as i64, cols as i64]);
@@ -1675,10 +1746,10 @@ mod tests {
                 let mut out = vec![f32::NAN; rows * width];
                 let tiled = m.tiled();
                 match width {
-                    8 => tiled_rows::<f32, 8>(tiled, values, rows, 0, rows, &xt, &mut out),
-                    16 => tiled_rows::<f32, 16>(tiled, values, rows, 0, rows, &xt, &mut out),
-                    32 => tiled_rows::<f32, 32>(tiled, values, rows, 0, rows, &xt, &mut out),
-                    _ => tiled_rows::<f32, 64>(tiled, values, rows, 0, rows, &xt, &mut out),
+                    8 => tiled_rows::<f32, 8>(tiled, values, &m.order, 0, rows, &xt, &mut out),
+                    16 => tiled_rows::<f32, 16>(tiled, values, &m.order, 0, rows, &xt, &mut out),
+                    32 => tiled_rows::<f32, 32>(tiled, values, &m.order, 0, rows, &xt, &mut out),
+                    _ => tiled_rows::<f32, 64>(tiled, values, &m.order, 0, rows, &xt, &mut out),
                 }
                 assert_eq!(out, expected_t, "the portable tiles, width {width}");
                 #[cfg(target_arch = "x86_64")]
@@ -1686,7 +1757,7 @@ mod tests {
                     let mut out = vec![f32::NAN; rows * width];
                     // SAFETY: the CPU has AVX2 and FMA, checked just above.
                     unsafe {
-                        super::tiled_avx2(tiled, values, rows, 0, rows, &xt, width, &mut out)
+                        super::tiled_avx2(tiled, values, &m.order, 0, rows, &xt, width, &mut out)
                     };
                     assert_eq!(out, expected_t, "the AVX2 tiles, width {width}");
                 }
@@ -1695,10 +1766,61 @@ mod tests {
                     let mut out = vec![f32::NAN; rows * width];
                     // SAFETY: the CPU has AVX-512F, checked just above, and `width` is 16, 32 or 64.
                     unsafe {
-                        super::tiled_avx512(tiled, values, rows, 0, rows, &xt, width, &mut out)
+                        super::tiled_avx512(tiled, values, &m.order, 0, rows, &xt, width, &mut out)
                     };
                     assert_eq!(out, expected_t, "the AVX-512 tiles, width {width}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn rows_stored_by_count_give_each_row_its_own_outputs() {
+        use super::CsrMatrix;
+        use crate::sparse::row_order;
+        use tch::Tensor;
+        // Rows of 0 to 28 entries, so that each window stores its rows out of order, over more
+        // windows than the cores' ranges (whose edges then fall on windows' edges) and a last
+        // window in part; sums exact in `f32`, as above.
+        let (rows, cols) = (16 * row_order::MAX_WINDOW + 77, 120usize);
+        let weight: Vec<f32> = (0..rows * cols)
+            .map(|i| {
+                let (r, c) = (i / cols, i % cols);
+                if (c * 13 + r * 7) % cols < (r * 7919) % 29 {
+                    ((i % 11) as f32 - 5.0) / 4.0
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let tensor = Tensor::from_slice(&weight).reshape([rows as i64, cols as i64]);
+        let m = CsrMatrix::from_dense(&tensor).unwrap();
+        assert!(
+            (1..rows).any(|p| m.order.row(p) < m.order.row(p - 1)),
+            "no row moved"
+        );
+        for r in [0, 1, 300, rows - 1] {
+            let mut row = vec![0.0; cols];
+            m.for_each_entry(r, |c, v| row[c] = v);
+            assert_eq!(row, weight[r * cols..(r + 1) * cols], "row {r}");
+        }
+        for batch in [1, 8, 13, 64] {
+            let (x, expected) = exact_inputs_and_sums(&weight, rows, cols, batch);
+            let xs = Tensor::from_slice(&x).reshape([batch as i64, cols as i64]);
+            let y: Vec<f32> = Vec::try_from(m.multiply(&xs, None).unwrap().view(-1)).unwrap();
+            assert_eq!(y, expected, "batch {batch}");
+            if !matches!(batch, 1 | 8 | 64) {
+                continue;
+            }
+            let mut xt = vec![0.0; cols * batch];
+            transpose(&x, batch, cols, &mut xt);
+            let mut expected_t = vec![0.0; rows * batch];
+            transpose(&expected, batch, rows, &mut expected_t);
+            for (start, end) in [(0, rows), (5, 700), (300, 512), (1000, rows), (17, 18)] {
+                let mut out = vec![f32::NAN; (end - start) * batch];
+                m.rows_times(start, end, &xt, batch, &mut out);
+                let want = &expected_t[start * batch..end * batch];
+                assert_eq!(out, want, "rows {start}..{end}, batch {batch}");
             }
         }
     }

@@ -41,6 +41,7 @@ mod conv;
 mod csr;
 mod linear;
 mod module;
+mod row_order;
 mod semi_structured;
 
 pub use conv::{measure_conv, Conv2d, SparseConv2d};
