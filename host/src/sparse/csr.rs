@@ -670,6 +670,13 @@ fn compress<T: Copy>(
     cols: usize,
     is_nonzero: impl Fn(T) -> bool,
 ) -> Result<Compressed<T>> {
+    if rows > u32::MAX as usize {
+        return Err(PruneError::InvalidArgument {
+            method: "sparse".to_owned(),
+            argument: "weight".to_owned(),
+            reason: format!("{rows} rows: at most 2^32 - 1"),
+        });
+    }
     let row = |r: usize| &dense[r * cols..(r + 1) * cols];
     let counts: Vec<u32> = (0..rows)
         .map(|r| row(r).iter().filter(|v| is_nonzero(**v)).count() as u32)
