@@ -299,13 +299,20 @@ pub struct CsrMatrix {
 #[derive(Clone, Debug)]
 struct Tiled {
     tiles: usize,
-    rows: usize,
     /// `starts[t * (rows + 1) + p]`: where the entries of slot `p` (see [`RowOrder`]) in tile
     /// `t` start.
     starts: Vec<u32>,
     /// Columns within the tile.
     columns: Vec<u8>,
     values: Values,
+}
+
+impl Tiled {
+    /// Where the entries of each slot in `tile` start, and where the last slot's end.
+    fn starts_of(&self, tile: usize) -> &[u32] {
+        let per_tile = self.starts.len() / self.tiles;
+        &self.starts[tile * per_tile..(tile + 1) * per_tile]
+    }
 }
 
 /// The largest transposed block of 8 samples read without tiles (an L2 cache holds it).
@@ -443,7 +450,6 @@ impl CsrMatrix {
             }
             Tiled {
                 tiles,
-                rows: self.rows,
                 starts,
                 columns,
                 values: self.values.gather(&positions),
@@ -670,12 +676,13 @@ fn compress<T: Copy>(
     cols: usize,
     is_nonzero: impl Fn(T) -> bool,
 ) -> Result<Compressed<T>> {
+    let too_many = |what: String| PruneError::InvalidArgument {
+        method: "sparse".to_owned(),
+        argument: "weight".to_owned(),
+        reason: format!("{what}: at most 2^32 - 1"),
+    };
     if rows > u32::MAX as usize {
-        return Err(PruneError::InvalidArgument {
-            method: "sparse".to_owned(),
-            argument: "weight".to_owned(),
-            reason: format!("{rows} rows: at most 2^32 - 1"),
-        });
+        return Err(too_many(format!("{rows} rows")));
     }
     let row = |r: usize| &dense[r * cols..(r + 1) * cols];
     let counts: Vec<u32> = (0..rows)
@@ -683,11 +690,7 @@ fn compress<T: Copy>(
         .collect();
     let nonzeros: usize = counts.iter().map(|&n| n as usize).sum();
     if nonzeros > u32::MAX as usize {
-        return Err(PruneError::InvalidArgument {
-            method: "sparse".to_owned(),
-            argument: "weight".to_owned(),
-            reason: format!("{nonzeros} non-zero entries: at most 2^32 - 1"),
-        });
+        return Err(too_many(format!("{nonzeros} non-zero entries")));
     }
     let order = RowOrder::by_count(&counts, RowOrder::window_for(rows, parallel::threads()));
     let mut row_starts = Vec::with_capacity(rows + 1);
@@ -1158,10 +1161,9 @@ fn tiled_rows<V: Value, const W: usize>(
     xt: &[f32],
     out: &mut [f32],
 ) {
-    let rows = tiled.rows;
     for tile in 0..tiled.tiles {
         let inputs = &xt[tile * TILE_COLUMNS * W..];
-        let starts = &tiled.starts[tile * (rows + 1)..];
+        let starts = tiled.starts_of(tile);
         for (p, r) in order.slots_of(start, end) {
             let (a, b) = (starts[p] as usize, starts[p + 1] as usize);
             let outputs = &mut out[(r - start) * W..(r - start + 1) * W];
@@ -1197,12 +1199,11 @@ macro_rules! for_tile_rows {
         |$p:ident, $values:ident, $columns:ident, $o:ident, $first:ident| $body:block
     ) => {{
         assert!($out.len() >= ($end - $start) * $width);
-        let rows = $tiled.rows;
         for tile in 0..$tiled.tiles {
             let base = tile * TILE_COLUMNS * $width;
             let tile_columns = TILE_COLUMNS.min($xt.len() / $width - tile * TILE_COLUMNS);
             let inputs = &$xt[base..base + tile_columns * $width];
-            let starts = &$tiled.starts[tile * (rows + 1)..(tile + 1) * (rows + 1)];
+            let starts = $tiled.starts_of(tile);
             for (p, r) in $order.slots_of($start, $end) {
                 let (a, b) = (starts[p] as usize, starts[p + 1] as usize);
                 if a == b {
