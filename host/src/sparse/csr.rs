@@ -500,7 +500,7 @@ impl CsrMatrix {
         // transposed (here: libtorch's copy of a transposed block takes several times longer).
         // Each core writes the outputs of its own rows back, a chunk at a time, while they are
         // in its cache.
-        let mut xt = Vec::new();
+        let mut xt = AlignedFloats::default();
         let mut done = 0;
         for &width in block_widths() {
             while samples - done >= width {
@@ -514,25 +514,31 @@ impl CsrMatrix {
                     done += 1;
                     continue;
                 }
-                xt.resize(cols * width, 0.0);
-                gather_block(inputs, done, width, cols, &mut xt);
+                xt.resize(cols * width);
+                let xt = xt.as_mut_slice();
+                gather_block(inputs, done, width, cols, xt);
+                let xt = &*xt;
                 let outputs = Outputs(ys.as_mut_ptr());
                 // Chunks end at windows' edges (see `RowOrder`).
                 let window = self.order.window();
                 let chunk_rows = (CHUNK_OUTPUT_BYTES / (width * 4)).max(window);
                 let chunk_rows = chunk_rows / window * window;
                 self.for_row_ranges(width, |start, end| {
-                    let mut chunk = vec![0.0; chunk_rows.min(end - start) * width];
+                    let mut chunk = AlignedFloats::default();
+                    chunk.resize(chunk_rows.min(end - start) * width);
+                    let chunk = chunk.as_mut_slice();
                     let mut first = start;
                     while first < end {
                         let last = ((first / chunk_rows + 1) * chunk_rows).min(end);
                         let out = &mut chunk[..(last - first) * width];
-                        self.rows_times(first, last, &xt, width, out);
-                        add_bias(out, width, bias.map(|b| &b[first..last]));
+                        self.rows_times(first, last, xt, width, out);
+                        let bias = bias.map(|b| &b[first..last]);
                         // SAFETY: `out` holds rows `first..last` of samples `done..done +
                         // width`; `ys` holds every sample's `rows` outputs (asserted above), of
                         // which this call alone writes rows `first..last` (disjoint ranges).
-                        unsafe { layout.scatter(out, first..last, done, width, &outputs, rows) };
+                        unsafe {
+                            layout.scatter(out, bias, first..last, done, width, &outputs, rows)
+                        };
                         first = last;
                     }
                 });
@@ -854,6 +860,7 @@ impl SampleInputs for RowInputs<'_> {
                 columns.len(),
                 xt.as_mut_ptr(),
                 width,
+                None,
             )
         }
     }
@@ -940,14 +947,17 @@ fn runs_in_planes(
 
 impl Layout {
     /// Writes `out`, the outputs of `rows` of samples `first..first + width` (`[rows, width]`),
-    /// to where they lie among all outputs (`features` per sample).
+    /// plus `bias` (one per row, if any), to where they lie among all outputs (`features` per
+    /// sample). The bias is added here, on the way out, to spare a pass over `out`.
     ///
     /// # Safety
     /// `outputs` holds the outputs of every sample up to `first + width`, and no other thread
     /// writes these rows of them meanwhile.
+    #[allow(clippy::too_many_arguments)]
     unsafe fn scatter(
         self,
         out: &[f32],
+        bias: Option<&[f32]>,
         rows: std::ops::Range<usize>,
         first: usize,
         width: usize,
@@ -965,18 +975,55 @@ impl Layout {
                     width,
                     outputs.0.add(first * features + rows.start),
                     features,
+                    bias,
                 ),
                 Layout::Planes(positions) => {
                     for [j, plane, position, count] in runs_in_planes(positions, first, width) {
                         let base = outputs.0.add(plane * features * positions + position);
-                        for (r, from) in rows.clone().zip(out.chunks_exact(width)) {
-                            let to = base.add(r * positions);
-                            std::ptr::copy_nonoverlapping(from[j..j + count].as_ptr(), to, count);
+                        for (i, (r, from)) in rows.clone().zip(out.chunks_exact(width)).enumerate()
+                        {
+                            let to = std::slice::from_raw_parts_mut(base.add(r * positions), count);
+                            let from = &from[j..j + count];
+                            match bias {
+                                Some(bias) => {
+                                    to.iter_mut().zip(from).for_each(|(y, s)| *y = s + bias[i])
+                                }
+                                None => to.copy_from_slice(from),
+                            }
                         }
                     }
                 }
             }
         }
+    }
+}
+
+/// A cache line of floats.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(64))]
+struct Line([f32; 16]);
+
+/// Zero-initialized floats that start on a cache line, so that a vector load of a block's
+/// column or a row's sums never spans two lines (a block's columns are 32 to 256 bytes).
+#[derive(Default)]
+struct AlignedFloats {
+    lines: Vec<Line>,
+    len: usize,
+}
+
+impl AlignedFloats {
+    /// Holds `len` floats: the first ones kept, new ones zero.
+    fn resize(&mut self, len: usize) {
+        // Floats past `len` in lines that are kept are stale; new lines come zeroed.
+        let (kept, stale_end) = (self.len.min(len), (self.lines.len() * 16).min(len));
+        self.lines.resize(len.div_ceil(16), Line::default());
+        self.len = len;
+        self.as_mut_slice()[kept..stale_end.max(kept)].fill(0.0);
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [f32] {
+        // SAFETY: `Line` is 16 floats with no padding, and the lines hold at least `len`.
+        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast(), self.len) }
     }
 }
 
@@ -988,8 +1035,9 @@ struct Outputs(*mut f32);
 unsafe impl Sync for Outputs {}
 
 /// `rows` rows of `cols` floats at `src` (`src_stride` floats apart) written transposed to
-/// `dst`: `cols` rows of `rows` floats, `dst_stride` apart. By tiles of 8x8 (in AVX registers
-/// where the CPU has them), then the edges that do not fill a tile.
+/// `dst`: `cols` rows of `rows` floats, `dst_stride` apart, with `row_bias[r]` (if any) added
+/// to each entry of source row `r`. By tiles of 8x8 (in AVX registers where the CPU has them),
+/// then the edges that do not fill a tile.
 ///
 /// # Safety
 /// The `rows` rows of `cols` floats at `src` are readable, the `cols` rows of `rows` floats at
@@ -1001,13 +1049,17 @@ unsafe fn transpose_strided(
     cols: usize,
     dst: *mut f32,
     dst_stride: usize,
+    row_bias: Option<&[f32]>,
 ) {
     const T: usize = 8;
     let (full_rows, full_cols) = (rows / T * T, cols / T * T);
     #[cfg(target_arch = "x86_64")]
     let avx = std::arch::is_x86_feature_detected!("avx");
+    assert!(row_bias.map_or(true, |b| b.len() >= rows));
+    let bias_of = |r: usize| row_bias.map_or(0.0, |b| b[r]);
     // SAFETY: every read is at `r * src_stride + c` and every write at `c * dst_stride + r`
-    // for `r < rows` and `c < cols`, as the caller promises valid.
+    // for `r < rows` and `c < cols`, as the caller promises valid; the bias has `rows` entries
+    // (asserted just above).
     unsafe {
         // Tiles in the order that reads or writes, whichever has the longer stride, `T` rows
         // at a time from start to end.
@@ -1016,12 +1068,17 @@ unsafe fn transpose_strided(
             let to = dst.add(c0 * dst_stride + r0);
             #[cfg(target_arch = "x86_64")]
             if avx {
-                transpose8_avx(from, src_stride, to, dst_stride);
+                let bias = row_bias.map(|b| b[r0..r0 + T].as_ptr());
+                transpose8_avx(from, src_stride, to, dst_stride, bias);
                 return;
             }
             for i in 0..T {
                 for j in 0..T {
-                    *to.add(j * dst_stride + i) = *from.add(i * src_stride + j);
+                    let entry = *from.add(i * src_stride + j);
+                    *to.add(j * dst_stride + i) = match row_bias {
+                        Some(_) => entry + bias_of(r0 + i),
+                        None => entry,
+                    };
                 }
             }
         };
@@ -1038,19 +1095,31 @@ unsafe fn transpose_strided(
             .flat_map(|r| (0..cols).map(move |c| (r, c)))
             .chain((0..full_rows).flat_map(|r| (full_cols..cols).map(move |c| (r, c))));
         for (r, c) in edges {
-            *dst.add(c * dst_stride + r) = *src.add(r * src_stride + c);
+            let entry = *src.add(r * src_stride + c);
+            *dst.add(c * dst_stride + r) = match row_bias {
+                Some(_) => entry + bias_of(r),
+                None => entry,
+            };
         }
     }
 }
 
 /// The 8x8 tile at `src` (rows `src_stride` floats apart) transposed to `dst` (rows
-/// `dst_stride` apart): unpack pairs, shuffle quads, swap halves.
+/// `dst_stride` apart), with `bias[i]` (if any) added to source row `i`: unpack pairs, shuffle
+/// quads, swap halves.
 ///
 /// # Safety
-/// The CPU has AVX; 8 rows of 8 floats are readable at `src` and writable at `dst`.
+/// The CPU has AVX; 8 rows of 8 floats are readable at `src` and writable at `dst`, and 8
+/// floats at `bias`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
-unsafe fn transpose8_avx(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+unsafe fn transpose8_avx(
+    src: *const f32,
+    src_stride: usize,
+    dst: *mut f32,
+    dst_stride: usize,
+    bias: Option<*const f32>,
+) {
     use std::arch::x86_64::*;
     // SAFETY: as the caller promises.
     unsafe {
@@ -1078,9 +1147,11 @@ unsafe fn transpose8_avx(src: *const f32, src_stride: usize, dst: *mut f32, dst_
             _mm256_shuffle_ps::<0x44>(pairs[5], pairs[7]),
             _mm256_shuffle_ps::<0xEE>(pairs[5], pairs[7]),
         ];
+        let bias = bias.map(|b| _mm256_loadu_ps(b));
+        let plus_bias = |row| bias.map_or(row, |b| _mm256_add_ps(row, b));
         for j in 0..4 {
-            let low = _mm256_permute2f128_ps::<0x20>(quads[j], quads[j + 4]);
-            let high = _mm256_permute2f128_ps::<0x31>(quads[j], quads[j + 4]);
+            let low = plus_bias(_mm256_permute2f128_ps::<0x20>(quads[j], quads[j + 4]));
+            let high = plus_bias(_mm256_permute2f128_ps::<0x31>(quads[j], quads[j + 4]));
             _mm256_storeu_ps(dst.add(j * dst_stride), low);
             _mm256_storeu_ps(dst.add((j + 4) * dst_stride), high);
         }
@@ -1570,14 +1641,21 @@ unsafe fn single_avx2<C: Column, V: Value>(
 
 #[cfg(test)]
 mod tests {
-    use super::{rows_single, transpose_strided, Bf16, Column, Columns, Entries, RowOrder, Value};
+    use super::{
+        rows_single, transpose_strided, AlignedFloats, Bf16, Column, Columns, Entries, RowOrder,
+        Value,
+    };
 
-    /// `dst` (`[cols, rows]`) = `src` (`[rows, cols]`) transposed.
-    fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    /// `dst` (`[cols, rows]`) = `src` (`[rows, cols]`) transposed, plus `row_bias` per source
+    /// row.
+    fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32], row_bias: Option<&[f32]>) {
         assert!(src.len() >= rows * cols && dst.len() >= rows * cols);
         // SAFETY: `src` holds `rows` rows of `cols` floats and `dst` `cols` rows of `rows`
         // (asserted just above); a shared and a mutable borrow do not overlap.
-        unsafe { transpose_strided(src.as_ptr(), cols, rows, cols, dst.as_mut_ptr(), rows) }
+        unsafe {
+            let dst = dst.as_mut_ptr();
+            transpose_strided(src.as_ptr(), cols, rows, cols, dst, rows, row_bias)
+        }
     }
 
     /// Rows of 0 to 40 entries at spread columns, values and inputs whose products and sums
@@ -1742,9 +1820,15 @@ mod tests {
         assert_eq!(y, expected, "multiply");
         for width in [1, 2, 4, 8, 16, 32, 64] {
             let mut xt = vec![0.0; cols * width];
-            transpose(&x[..width * cols], width, cols, &mut xt);
+            transpose(&x[..width * cols], width, cols, &mut xt, None);
             let mut expected_t = vec![0.0; rows * width];
-            transpose(&expected[..width * rows], width, rows, &mut expected_t);
+            transpose(
+                &expected[..width * rows],
+                width,
+                rows,
+                &mut expected_t,
+                None,
+            );
             let mut out = vec![f32::NAN; rows * width];
             with_entries!(m, entries => dispatch_width(&entries, 0, rows, &xt, width, &mut out));
             assert_eq!(out, expected_t, "the portable rows, width {width}");
@@ -1821,9 +1905,9 @@ mod tests {
                 continue;
             }
             let mut xt = vec![0.0; cols * batch];
-            transpose(&x, batch, cols, &mut xt);
+            transpose(&x, batch, cols, &mut xt, None);
             let mut expected_t = vec![0.0; rows * batch];
-            transpose(&expected, batch, rows, &mut expected_t);
+            transpose(&expected, batch, rows, &mut expected_t, None);
             for (start, end) in [(0, rows), (5, 700), (300, 512), (1000, rows), (17, 18)] {
                 let mut out = vec![f32::NAN; (end - start) * batch];
                 m.rows_times(start, end, &xt, batch, &mut out);
@@ -1846,17 +1930,38 @@ mod tests {
             (16, 9),
         ] {
             let src: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
-            let mut dst = vec![f32::NAN; rows * cols];
-            transpose(&src, rows, cols, &mut dst);
-            for r in 0..rows {
-                for c in 0..cols {
-                    assert_eq!(
-                        dst[c * rows + r],
-                        src[r * cols + c],
-                        "{rows}x{cols} at {r},{c}"
-                    );
+            let row_bias: Vec<f32> = (0..rows).map(|r| (r as f32 + 1.0) * 0.25).collect();
+            for bias in [None, Some(&row_bias[..])] {
+                let mut dst = vec![f32::NAN; rows * cols];
+                transpose(&src, rows, cols, &mut dst, bias);
+                for r in 0..rows {
+                    for c in 0..cols {
+                        let expected = src[r * cols + c] + bias.map_or(0.0, |b| b[r]);
+                        let at = format!("{rows}x{cols} at {r},{c}, bias {}", bias.is_some());
+                        assert_eq!(dst[c * rows + r], expected, "{at}");
+                    }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn aligned_floats_start_on_a_cache_line_and_keep_their_values() {
+        assert_eq!(std::mem::align_of::<super::Line>(), 64);
+        let mut floats = AlignedFloats::default();
+        for len in [1, 15, 16, 17, 1000, 998, 1000, 3, 0, 64 * 256] {
+            let kept = floats.as_mut_slice().len().min(len);
+            let before: Vec<f32> = floats.as_mut_slice()[..kept].to_vec();
+            floats.resize(len);
+            let slice = floats.as_mut_slice();
+            assert_eq!(slice.len(), len);
+            assert_eq!(slice.as_ptr() as usize % 64, 0, "length {len}");
+            assert_eq!(slice[..kept], before[..], "length {len}");
+            assert!(slice[kept..].iter().all(|&v| v == 0.0), "length {len}");
+            slice
+                .iter_mut()
+                .enumerate()
+                .for_each(|(i, v)| *v = i as f32 + 1.0);
         }
     }
 }
