@@ -41,6 +41,11 @@ fn the_product_by_patches_and_the_direct_one_match_conv2d() {
         (4, 2, 7, 1, 3, 1, 2, 14),
         (8, 3, 7, 2, 3, 1, 1, 40),
         (6, 4, 1, 2, 0, 1, 2, 30),
+        // Rows of three and four registers of sums, and of several pieces.
+        (4, 3, 3, 1, 1, 1, 1, 40),
+        (3, 4, 3, 1, 1, 1, 2, 57),
+        (3, 2, 3, 1, 1, 1, 1, 70),
+        (2, 2, 3, 2, 1, 2, 1, 131),
     ] {
         let keep = Tensor::rand([out, inp, k, k], (Kind::Float, Device::Cpu)).lt(0.3);
         let weight = Tensor::randn([out, inp, k, k], (Kind::Float, Device::Cpu)) * keep;

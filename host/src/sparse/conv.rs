@@ -1,16 +1,19 @@
-//! Sparse 2-d convolutions: each non-zero weight adds its shifted input plane to its output
-//! plane (wide outputs), or every output position is a sample of the CSR kernel, its patch
+//! Sparse 2-d convolutions: each output row summed in registers over its plane's non-zero
+//! weights, each reading a contiguous run of the padded input (wide outputs, see `shifted`),
+//! or every output position is a sample of the CSR kernel, its patch
 //! gathered from the padded input as a block of samples needs it (small maps). No `im2col`:
 //! the unfolded input of a batch is megabytes, written once and read once.
 
 use super::csr::{floats, floats_mut, CsrMatrix, Layout, SampleInputs};
 use super::linear::{alternating_medians, dense_on_cpu, varstore_layer, LayerChoice, SpeedOptions};
+use super::shifted::{shifted_planes, Shifted, Taps, READ_SLACK};
 use crate::error::{PruneError, Result};
 use tch::{nn, Device, Kind, Tensor};
 
 /// A 2-d convolution (`groups` 1, zero padding) whose weight `[out, in, kh, kw]` is stored as
-/// a [`CsrMatrix`] `[out, in * kh * kw]`. Where the output rows are wide, each non-zero weight
-/// adds its multiple of the shifted input plane to its output plane directly; on small maps
+/// a [`CsrMatrix`] `[out, in * kh * kw]`. Where the output rows are wide, each output row is
+/// summed over its plane's non-zero weights, each adding its multiple of a run of the shifted
+/// input plane; on small maps
 /// every output position's patch is multiplied by the sparse weight, the patches of 32
 /// positions at a time (64 with AVX-512) gathered from the zero-padded input. Inference on the
 /// CPU; outputs equal `conv2d`'s within float rounding (summed in `f32`, returned in the input's
@@ -237,11 +240,10 @@ impl SparseConv2d {
 
     /// The convolution of the contiguous `f32` `xs` computed directly: each non-zero weight
     /// `(o, c, ky, kx)` adds its multiple of input plane `c`, shifted by `(ky, kx)`, to output
-    /// plane `o`. The input is zero-padded and split into its stride x stride phases (one
-    /// phase at stride 1), each with a row more at the bottom, and the outputs computed as wide
-    /// as a phase's rows, so that every tap reads one contiguous run: one long multiply-add per
-    /// non-zero and no borders to mind; the extra columns are dropped as the rows are copied
-    /// out.
+    /// plane `o`, an output row at a time (see [`shifted_planes`]). The input is zero-padded
+    /// and split into its stride x stride phases (one phase at stride 1), each with a row more
+    /// at the bottom, so that every tap reads one contiguous run per output row and no borders
+    /// need minding.
     fn direct(&self, xs: &Tensor, [oh, ow]: [i64; 2]) -> Result<Tensor> {
         let size = xs.size();
         let (batch, channels, h, w) = (
@@ -286,6 +288,7 @@ impl SparseConv2d {
             rows: oh as usize,
             width: ow as usize,
         };
+        let taps = Taps::new(&self.weight, &geometry);
         PADDED.with_borrow_mut(|padded| -> Result<()> {
             for sample in 0..batch {
                 let (x, y) = (xs.f_select(0, sample)?, y.f_select(0, sample)?);
@@ -293,7 +296,7 @@ impl SparseConv2d {
                 // contiguous `y`, alive meanwhile; `y` is written only here.
                 let (x, ys) = unsafe { (floats(&x), floats_mut(&y)) };
                 padded.clear();
-                padded.resize(channels * used * plane, 0.0);
+                padded.resize(channels * used * plane + READ_SLACK, 0.0);
                 for (c, input) in x.chunks_exact(h * w).enumerate() {
                     for (row, values) in input.chunks_exact(w).enumerate() {
                         let y = p + row;
@@ -308,6 +311,10 @@ impl SparseConv2d {
                                 continue;
                             }
                             let at = (c * used + slot) * plane + (y / s) * wq + (p + first) / s;
+                            if s == 1 {
+                                padded[at..at + w].copy_from_slice(values);
+                                continue;
+                            }
                             let phase_row = values[first..].iter().step_by(s);
                             for (to, &value) in padded[at..].iter_mut().zip(phase_row) {
                                 *to = value;
@@ -315,101 +322,20 @@ impl SparseConv2d {
                         }
                     }
                 }
-                let padded = &padded[..];
+                let (padded, bias) = (&padded[..], self.bias.as_deref());
                 self.weight
                     .by_row_ranges((oh * ow) as usize, ys, |start, end, planes| {
-                        shifted_planes(&self.weight, padded, &geometry, start, end, planes)
+                        shifted_planes(&taps, padded, &geometry, bias, start, end, planes)
                     });
             }
             Ok(())
         })?;
-        Ok(match &self.bias {
-            Some(bias) => y.f_add(&Tensor::from_slice(bias).f_reshape([1, out as i64, 1, 1])?)?,
-            None => y,
-        })
+        Ok(y)
     }
 }
 
 /// Below this output width the product by patches is faster than the direct convolution.
 const DIRECT_MIN_WIDTH: i64 = 14;
-
-/// Outputs computed together in the padded rows' width: they stay in the L1 cache while every
-/// non-zero of the plane adds to them.
-const WIDE_OUTPUTS: usize = 2048;
-
-/// The direct convolution's layout: where each column's shifted plane starts in the padded
-/// sample, the padded width, and the output plane's rows and width.
-struct Shifted {
-    starts: Vec<usize>,
-    padded_width: usize,
-    rows: usize,
-    width: usize,
-}
-
-/// Output planes `start..end` of one sample (`planes`, `rows * width` floats each): blocks of
-/// output rows computed as wide as the padded input's rows, each non-zero adding its value
-/// times the run of `x` at its column's start, then copied out without the extra columns.
-fn shifted_planes(
-    weight: &CsrMatrix,
-    x: &[f32],
-    g: &Shifted,
-    start: usize,
-    end: usize,
-    planes: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::cpu::has_avx2_fma() {
-        // SAFETY: the CPU has AVX2 and FMA, checked just above.
-        unsafe { shifted_planes_avx2(weight, x, g, start, end, planes) };
-        return;
-    }
-    shifted_planes_portable(weight, x, g, start, end, planes);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn shifted_planes_avx2(
-    weight: &CsrMatrix,
-    x: &[f32],
-    g: &Shifted,
-    start: usize,
-    end: usize,
-    planes: &mut [f32],
-) {
-    shifted_planes_portable(weight, x, g, start, end, planes);
-}
-
-#[inline(always)]
-fn shifted_planes_portable(
-    weight: &CsrMatrix,
-    x: &[f32],
-    g: &Shifted,
-    start: usize,
-    end: usize,
-    planes: &mut [f32],
-) {
-    let wp = g.padded_width;
-    let block_rows = (WIDE_OUTPUTS / wp).clamp(1, g.rows.max(1));
-    let mut wide = vec![0.0f32; block_rows * wp];
-    let plane = (g.rows * g.width).max(1);
-    for (r, output) in (start..end).zip(planes.chunks_exact_mut(plane)) {
-        for first in (0..g.rows).step_by(block_rows) {
-            let rows = block_rows.min(g.rows - first);
-            let (wide, offset) = (&mut wide[..rows * wp], first * wp);
-            wide.fill(0.0);
-            weight.for_each_entry(r, |k, v| {
-                let from = g.starts[k] + offset;
-                for (o, x) in wide.iter_mut().zip(&x[from..from + rows * wp]) {
-                    *o += v * x;
-                }
-            });
-            for (row, values) in wide.chunks_exact(wp).enumerate() {
-                let at = (first + row) * g.width;
-                output[at..at + g.width].copy_from_slice(&values[..g.width]);
-            }
-        }
-    }
-}
 
 impl nn::Module for SparseConv2d {
     /// Panics, as tch's own layers do, on an input of the wrong shape, dtype or device.

@@ -15,9 +15,9 @@
 //! [`Module`](crate::Module) (CSR on the CPU, 2:4 on CUDA), [`sparsify_with_input`] for its
 //! convolutions too, and [`Linear::from_varstore`] for a layer of a tch model; each reports
 //! what it chose ([`LayerChoice`]). Convolutions ([`SparseConv2d`], [`Conv2d::from_varstore`])
-//! add each non-zero weight's shifted input plane to its output plane where the output rows are
-//! wide, and multiply each output position's patch by the same kernel elsewhere; they pay only
-//! at high sparsity.
+//! sum each output row over its plane's non-zero weights, each reading a run of the shifted
+//! input plane, where the output rows are wide, and multiply each output position's patch by
+//! the same kernel elsewhere; they pay only at high sparsity.
 //!
 //! A pruned weight is skipped, not multiplied by: where an input entry is infinite or NaN, the
 //! dense layer's outputs that read it through a pruned weight are NaN (`0 * inf`), the sparse
@@ -43,6 +43,7 @@ mod linear;
 mod module;
 mod row_order;
 mod semi_structured;
+mod shifted;
 
 pub use conv::{measure_conv, Conv2d, SparseConv2d};
 pub use csr::CsrMatrix;
