@@ -28,20 +28,23 @@ pub(super) const READ_SLACK: usize = PIECE;
 const PIECE: usize = 64;
 
 /// Each output plane's non-zeros as where their runs start in the padded sample (for output
-/// row 0) and their values, plane after plane.
+/// row 0) and their values, plane after plane; and the kernel that sums them.
 pub(super) struct Taps {
     plane_starts: Vec<usize>,
     offsets: Vec<usize>,
     values: Vec<f32>,
+    isa: Isa,
 }
 
 impl Taps {
-    /// The taps of `weight`'s rows (output planes) in the layout `g`.
+    /// The taps of `weight`'s rows (output planes) in the layout `g`, summed by the widest
+    /// kernel this CPU runs.
     pub(super) fn new(weight: &CsrMatrix, g: &Shifted) -> Self {
         let mut taps = Taps {
             plane_starts: Vec::with_capacity(weight.rows() + 1),
             offsets: Vec::with_capacity(weight.nonzeros()),
             values: Vec::with_capacity(weight.nonzeros()),
+            isa: Isa::best(),
         };
         taps.plane_starts.push(0);
         for r in 0..weight.rows() {
@@ -58,20 +61,6 @@ impl Taps {
         let (a, b) = (self.plane_starts[plane], self.plane_starts[plane + 1]);
         (&self.offsets[a..b], &self.values[a..b])
     }
-}
-
-/// Output planes `start..end` of one sample (`planes`, `rows * width` floats each) of the
-/// padded sample `x`, plus `bias` (one per plane, if any).
-pub(super) fn shifted_planes(
-    taps: &Taps,
-    x: &[f32],
-    g: &Shifted,
-    bias: Option<&[f32]>,
-    start: usize,
-    end: usize,
-    planes: &mut [f32],
-) {
-    shifted_planes_on(Isa::best(), taps, x, g, bias, start, end, planes)
 }
 
 /// The vector instructions a kernel runs on.
@@ -108,10 +97,9 @@ impl Isa {
     }
 }
 
-/// [`shifted_planes`] on `isa`, which the CPU has.
-#[allow(clippy::too_many_arguments)]
-fn shifted_planes_on(
-    isa: Isa,
+/// Output planes `start..end` of one sample (`planes`, `rows * width` floats each) of the
+/// padded sample `x`, plus `bias` (one per plane, if any).
+pub(super) fn shifted_planes(
     taps: &Taps,
     x: &[f32],
     g: &Shifted,
@@ -135,11 +123,18 @@ fn shifted_planes_on(
     );
     // Rows summed together: about 8 registers of sums, so that their chains of multiply-adds
     // keep the units busy (a chain waits on each of its own).
-    let block = match 8 / g.width.min(PIECE).div_ceil(isa.lanes()) {
+    let block = match 8 / g.width.min(PIECE).div_ceil(taps.isa.lanes()) {
         0 | 1 => 1,
         2 | 3 => 2,
         4..=7 => 4,
         _ => 8,
+    };
+    let job = Job {
+        taps,
+        x,
+        bias,
+        start,
+        end,
     };
     let mut oy = 0;
     while oy < g.rows {
@@ -154,18 +149,29 @@ fn shifted_planes_on(
                 output_stride: g.width,
                 plane,
             };
-            // SAFETY (both): the CPU has the ISA (the caller's promise); every read and write is
-            // in bounds (asserted above).
-            match isa {
+            // SAFETY (both): the CPU has the ISA (`Isa::best`, or a test's check); every read
+            // and write is in bounds (asserted above).
+            match taps.isa {
                 #[cfg(all(target_arch = "x86_64", tchprune_avx512))]
-                Isa::Avx512 => unsafe { piece_avx512(taps, x, bias, start, end, &piece, planes) },
+                Isa::Avx512 => unsafe { piece_avx512(&job, &piece, planes) },
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => unsafe { piece_avx2(taps, x, bias, start, end, &piece, planes) },
-                Isa::Portable => piece_portable(taps, x, bias, start, end, &piece, planes),
+                Isa::Avx2 => unsafe { piece_avx2(&job, &piece, planes) },
+                Isa::Portable => piece_portable(&job, &piece, planes),
             }
         }
         oy += rows;
     }
+}
+
+/// What every piece of a call shares: the taps, the padded sample, the bias, and the planes
+/// `start..end` it computes.
+#[derive(Clone, Copy)]
+struct Job<'a> {
+    taps: &'a Taps,
+    x: &'a [f32],
+    bias: Option<&'a [f32]>,
+    start: usize,
+    end: usize,
 }
 
 /// Up to [`PIECE`] outputs of each of `rows` output rows: where their runs start past each
@@ -181,15 +187,14 @@ struct Piece {
     plane: usize,
 }
 
-fn piece_portable(
-    taps: &Taps,
-    x: &[f32],
-    bias: Option<&[f32]>,
-    start: usize,
-    end: usize,
-    piece: &Piece,
-    planes: &mut [f32],
-) {
+fn piece_portable(job: &Job, piece: &Piece, planes: &mut [f32]) {
+    let Job {
+        taps,
+        x,
+        bias,
+        start,
+        end,
+    } = *job;
     for r in start..end {
         let (offsets, values) = taps.of(r);
         let b = bias.map_or(0.0, |b| b[r]);
@@ -209,166 +214,101 @@ fn piece_portable(
     }
 }
 
-/// One loop over the planes per ISA: `$rows` rows of `$vectors` sums of `$lanes` each, a
-/// non-zero's runs loaded and multiplied-added vector by vector, the bias added, the last
-/// vector of each row stored in part.
+/// The kernel of an ISA: `$name` runs a piece in `$generic::<N, R>`, `R` rows of `N` registers
+/// of `$lanes` sums each, for the `(N, R)` shapes listed. Each non-zero's runs are loaded and
+/// multiplied-added register by register, then the bias added and the last register of each row
+/// stored in part.
 #[cfg(target_arch = "x86_64")]
-macro_rules! planes_loop {
+macro_rules! piece_kernel {
     (
-        $taps:ident, $x:ident, $bias:ident, $start:ident, $end:ident, $piece:ident, $planes:ident,
-        $vectors:ident, $rows:ident, $lanes:expr,
+        $(#[$attr:meta])*
+        $name:ident, $generic:ident, features: $features:literal, lanes: $lanes:literal,
+        shapes: [$(($n:literal, $r:literal)),*],
         zero: $zero:path, splat: $splat:path, load: $load:path, fma: $fma:path, add: $add:path,
         store: $store:path, store_part: $store_part:path
-    ) => {{
-        let rest = $piece.len - $lanes * ($vectors - 1);
-        for r in $start..$end {
-            let mut sums = [[$zero(); $vectors]; $rows];
-            let (offsets, values) = $taps.of(r);
-            for (offset, v) in offsets.iter().zip(values) {
-                let run = $x.as_ptr().add(offset + $piece.input);
-                let v = $splat(*v);
-                for j in 0..$rows {
-                    let run = run.add(j * $piece.input_stride);
-                    for i in 0..$vectors {
-                        sums[j][i] = $fma(v, $load(run.add($lanes * i)), sums[j][i]);
+    ) => {
+        /// # Safety
+        /// The CPU has the features; `x` holds every run the piece reads, `planes` every output
+        /// it writes.
+        $(#[$attr])*
+        #[target_feature(enable = $features)]
+        unsafe fn $name(job: &Job, piece: &Piece, planes: &mut [f32]) {
+            // SAFETY: as the caller promises.
+            unsafe {
+                match (piece.len.div_ceil($lanes), piece.rows) {
+                    $(($n, $r) => $generic::<$n, $r>(job, piece, planes),)*
+                    shape => unreachable!("no kernel for {shape:?}"),
+                }
+            }
+        }
+
+        /// The piece in `N` registers of sums for each of `R` rows.
+        ///
+        /// # Safety
+        /// As the dispatcher's; the piece has `R` rows of more than `lanes * (N - 1)` outputs.
+        $(#[$attr])*
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn $generic<const N: usize, const R: usize>(
+            job: &Job,
+            piece: &Piece,
+            planes: &mut [f32],
+        ) {
+            let Job { taps, x, bias, start, end } = *job;
+            use std::arch::x86_64::*;
+            let rest = piece.len - $lanes * (N - 1);
+            // SAFETY: as the caller promises.
+            unsafe {
+                for r in start..end {
+                    let mut sums = [[$zero(); N]; R];
+                    let (offsets, values) = taps.of(r);
+                    for (offset, v) in offsets.iter().zip(values) {
+                        let run = x.as_ptr().add(offset + piece.input);
+                        let v = $splat(*v);
+                        for j in 0..R {
+                            let run = run.add(j * piece.input_stride);
+                            for i in 0..N {
+                                sums[j][i] = $fma(v, $load(run.add($lanes * i)), sums[j][i]);
+                            }
+                        }
+                    }
+                    let b = $splat(bias.map_or(0.0, |bias| bias[r]));
+                    let out = planes.as_mut_ptr().add((r - start) * piece.plane + piece.output);
+                    for j in 0..R {
+                        let out = out.add(j * piece.output_stride);
+                        for i in 0..N - 1 {
+                            $store(out.add($lanes * i), $add(sums[j][i], b));
+                        }
+                        let last = $add(sums[j][N - 1], b);
+                        $store_part(out.add($lanes * (N - 1)), rest, last);
                     }
                 }
             }
-            let b = $splat($bias.map_or(0.0, |bias| bias[r]));
-            let out = $planes
-                .as_mut_ptr()
-                .add((r - $start) * $piece.plane + $piece.output);
-            for j in 0..$rows {
-                let out = out.add(j * $piece.output_stride);
-                for i in 0..$vectors - 1 {
-                    $store(out.add($lanes * i), $add(sums[j][i], b));
-                }
-                let last = $add(sums[j][$vectors - 1], b);
-                $store_part(out.add($lanes * ($vectors - 1)), rest, last);
-            }
-        }
-    }};
-}
-
-/// `$kernel::<vectors, rows>` for the piece, among the pairs listed.
-#[cfg(target_arch = "x86_64")]
-macro_rules! by_shape {
-    ($piece:ident, $lanes:expr, $kernel:ident $args:tt: $(($n:literal, $r:literal)),*) => {
-        match ($piece.len.div_ceil($lanes), $piece.rows) {
-            $(($n, $r) => $kernel::<$n, $r> $args,)*
-            shape => unreachable!("no kernel for {shape:?}"),
         }
     };
 }
 
-/// # Safety
-/// The CPU has AVX-512F; `x` holds every run the piece reads, `planes` every output it writes.
-#[cfg(all(target_arch = "x86_64", tchprune_avx512))]
-#[target_feature(enable = "avx512f")]
-// Compiled only by Rust 1.89 or later (`tchprune_avx512`, set by the build script).
-#[allow(clippy::incompatible_msrv)]
-unsafe fn piece_avx512(
-    taps: &Taps,
-    x: &[f32],
-    bias: Option<&[f32]>,
-    start: usize,
-    end: usize,
-    piece: &Piece,
-    planes: &mut [f32],
-) {
-    // SAFETY: as the caller promises.
-    unsafe {
-        by_shape!(piece, 16, piece_avx512_of(taps, x, bias, start, end, piece, planes):
-            (1, 1), (1, 2), (1, 4), (1, 8), (2, 1), (2, 2), (2, 4), (3, 1), (3, 2), (4, 1), (4, 2))
-    }
+piece_kernel! {
+    #[cfg(all(target_arch = "x86_64", tchprune_avx512))]
+    // Compiled only by Rust 1.89 or later (`tchprune_avx512`, set by the build script).
+    #[allow(clippy::incompatible_msrv)]
+    piece_avx512, piece_avx512_of, features: "avx512f", lanes: 16,
+    shapes: [(1, 1), (1, 2), (1, 4), (1, 8), (2, 1), (2, 2), (2, 4), (3, 1), (3, 2), (4, 1), (4, 2)],
+    zero: _mm512_setzero_ps, splat: _mm512_set1_ps, load: _mm512_loadu_ps, fma: _mm512_fmadd_ps,
+    add: _mm512_add_ps, store: _mm512_storeu_ps, store_part: store_part_avx512
 }
 
-/// [`piece_avx512`] in `N` registers of sums for each of `R` rows.
-///
-/// # Safety
-/// As [`piece_avx512`]'s; the piece has `R` rows of more than `16 * (N - 1)` outputs.
-#[cfg(all(target_arch = "x86_64", tchprune_avx512))]
-#[target_feature(enable = "avx512f")]
-#[inline]
-#[allow(clippy::incompatible_msrv)]
-unsafe fn piece_avx512_of<const N: usize, const R: usize>(
-    taps: &Taps,
-    x: &[f32],
-    bias: Option<&[f32]>,
-    start: usize,
-    end: usize,
-    piece: &Piece,
-    planes: &mut [f32],
-) {
-    use std::arch::x86_64::*;
-    // SAFETY: as the caller promises.
-    unsafe {
-        planes_loop!(
-            taps, x, bias, start, end, piece, planes, N, R, 16,
-            zero: _mm512_setzero_ps,
-            splat: _mm512_set1_ps,
-            load: _mm512_loadu_ps,
-            fma: _mm512_fmadd_ps,
-            add: _mm512_add_ps,
-            store: _mm512_storeu_ps,
-            store_part: store_part_avx512
-        )
-    }
+piece_kernel! {
+    #[cfg(target_arch = "x86_64")]
+    piece_avx2, piece_avx2_of, features: "avx2,fma", lanes: 8,
+    shapes: [
+        (1, 1), (1, 2), (1, 4), (1, 8), (2, 1), (2, 2), (2, 4), (3, 1), (3, 2), (4, 1), (4, 2),
+        (5, 1), (6, 1), (7, 1), (8, 1)
+    ],
+    zero: _mm256_setzero_ps, splat: _mm256_set1_ps, load: _mm256_loadu_ps, fma: _mm256_fmadd_ps,
+    add: _mm256_add_ps, store: _mm256_storeu_ps, store_part: store_part_avx2
 }
 
-/// # Safety
-/// The CPU has AVX2 and FMA; `x` holds every run the piece reads, `planes` every output it
-/// writes.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn piece_avx2(
-    taps: &Taps,
-    x: &[f32],
-    bias: Option<&[f32]>,
-    start: usize,
-    end: usize,
-    piece: &Piece,
-    planes: &mut [f32],
-) {
-    // SAFETY: as the caller promises.
-    unsafe {
-        by_shape!(piece, 8, piece_avx2_of(taps, x, bias, start, end, piece, planes):
-            (1, 1), (1, 2), (1, 4), (1, 8), (2, 1), (2, 2), (2, 4), (3, 1), (3, 2), (4, 1), (4, 2),
-            (5, 1), (6, 1), (7, 1), (8, 1))
-    }
-}
-
-/// [`piece_avx2`] in `N` registers of sums for each of `R` rows.
-///
-/// # Safety
-/// As [`piece_avx2`]'s; the piece has `R` rows of more than `8 * (N - 1)` outputs.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-unsafe fn piece_avx2_of<const N: usize, const R: usize>(
-    taps: &Taps,
-    x: &[f32],
-    bias: Option<&[f32]>,
-    start: usize,
-    end: usize,
-    piece: &Piece,
-    planes: &mut [f32],
-) {
-    use std::arch::x86_64::*;
-    // SAFETY: as the caller promises.
-    unsafe {
-        planes_loop!(
-            taps, x, bias, start, end, piece, planes, N, R, 8,
-            zero: _mm256_setzero_ps,
-            splat: _mm256_set1_ps,
-            load: _mm256_loadu_ps,
-            fma: _mm256_fmadd_ps,
-            add: _mm256_add_ps,
-            store: _mm256_storeu_ps,
-            store_part: store_part_avx2
-        )
-    }
-}
 /// Stores the first `n` (1 to 16) lanes of `v` at `p`.
 ///
 /// # Safety
@@ -400,7 +340,7 @@ unsafe fn store_part_avx2(p: *mut f32, n: usize, v: std::arch::x86_64::__m256) {
 
 #[cfg(test)]
 mod tests {
-    use super::{shifted_planes_on, Isa, Shifted, Taps, READ_SLACK};
+    use super::{shifted_planes, Isa, Shifted, Taps, READ_SLACK};
     use crate::sparse::CsrMatrix;
     use tch::Tensor;
 
@@ -461,7 +401,7 @@ mod tests {
                 rows,
                 width,
             };
-            let taps = Taps::new(&weight, &g);
+            let mut taps = Taps::new(&weight, &g);
             let x: Vec<f32> = (0..channels * plane + READ_SLACK)
                 .map(|i| ((i * 13) % 9) as f32 - 4.0)
                 .collect();
@@ -472,10 +412,11 @@ mod tests {
                 sum + if with_bias { bias[o] } else { 0.0 }
             };
             for isa in isas() {
+                taps.isa = isa;
                 for (start, end, with_bias) in [(0, out, true), (1, 4, false)] {
                     let mut planes = vec![f32::NAN; (end - start) * rows * width];
                     let b = with_bias.then_some(&bias[..]);
-                    shifted_planes_on(isa, &taps, &x, &g, b, start, end, &mut planes);
+                    shifted_planes(&taps, &x, &g, b, start, end, &mut planes);
                     for (o, plane) in (start..end).zip(planes.chunks_exact(rows * width)) {
                         for (oy, row) in plane.chunks_exact(width).enumerate() {
                             for (ox, y) in row.iter().enumerate() {
