@@ -1056,7 +1056,8 @@ unsafe fn transpose_strided(
     #[cfg(target_arch = "x86_64")]
     let avx = std::arch::is_x86_feature_detected!("avx");
     assert!(row_bias.map_or(true, |b| b.len() >= rows));
-    let bias_of = |r: usize| row_bias.map_or(0.0, |b| b[r]);
+    // Added only where there is a bias: `-0.0 + 0.0` would be `+0.0`.
+    let plus_bias = |entry: f32, r: usize| row_bias.map_or(entry, |b| entry + b[r]);
     // SAFETY: every read is at `r * src_stride + c` and every write at `c * dst_stride + r`
     // for `r < rows` and `c < cols`, as the caller promises valid; the bias has `rows` entries
     // (asserted just above).
@@ -1074,11 +1075,7 @@ unsafe fn transpose_strided(
             }
             for i in 0..T {
                 for j in 0..T {
-                    let entry = *from.add(i * src_stride + j);
-                    *to.add(j * dst_stride + i) = match row_bias {
-                        Some(_) => entry + bias_of(r0 + i),
-                        None => entry,
-                    };
+                    *to.add(j * dst_stride + i) = plus_bias(*from.add(i * src_stride + j), r0 + i);
                 }
             }
         };
@@ -1095,11 +1092,7 @@ unsafe fn transpose_strided(
             .flat_map(|r| (0..cols).map(move |c| (r, c)))
             .chain((0..full_rows).flat_map(|r| (full_cols..cols).map(move |c| (r, c))));
         for (r, c) in edges {
-            let entry = *src.add(r * src_stride + c);
-            *dst.add(c * dst_stride + r) = match row_bias {
-                Some(_) => entry + bias_of(r),
-                None => entry,
-            };
+            *dst.add(c * dst_stride + r) = plus_bias(*src.add(r * src_stride + c), r);
         }
     }
 }

@@ -33,6 +33,8 @@ pub(super) struct Taps {
     plane_starts: Vec<usize>,
     offsets: Vec<usize>,
     values: Vec<f32>,
+    /// The largest offset: the run the last output row reads from it ends farthest.
+    farthest: usize,
     isa: Isa,
 }
 
@@ -44,6 +46,7 @@ impl Taps {
             plane_starts: Vec::with_capacity(weight.rows() + 1),
             offsets: Vec::with_capacity(weight.nonzeros()),
             values: Vec::with_capacity(weight.nonzeros()),
+            farthest: 0,
             isa: Isa::best(),
         };
         taps.plane_starts.push(0);
@@ -54,6 +57,7 @@ impl Taps {
             });
             taps.plane_starts.push(taps.offsets.len());
         }
+        taps.farthest = taps.offsets.iter().max().copied().unwrap_or(0);
         taps
     }
 
@@ -115,10 +119,9 @@ pub(super) fn shifted_planes(
         return;
     }
     // Every run a row's vectors read lies in `x`: the last row's, from the farthest start.
-    let farthest = taps.offsets.iter().max().copied().unwrap_or(0);
     let reach = (g.rows - 1) * g.padded_width + g.width.next_multiple_of(PIECE);
     assert!(
-        farthest + reach <= x.len(),
+        taps.farthest + reach <= x.len(),
         "the padded input lacks its slack"
     );
     // Rows summed together: about 8 registers of sums, so that their chains of multiply-adds
