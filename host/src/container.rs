@@ -5,7 +5,7 @@
 //! written back into those positions, so pruned entries stay pruned forever.
 
 use crate::error::{panic_message, PruneError, Result};
-use crate::method::custom::to_binary_mask;
+use crate::method::custom::bool_if_binary;
 use crate::method::{PruningMethod, PruningType};
 use std::fmt;
 use std::sync::Arc;
@@ -152,7 +152,10 @@ fn combine_masks_unchecked_dtype(
 
 /// A `bool` mask of `t`'s shape that keeps every entry.
 pub(crate) fn all_kept(t: &Tensor) -> Result<Tensor> {
-    Ok(Tensor::f_ones(t.size(), (Kind::Bool, t.device()))?)
+    match crate::small_loops::all_true(t) {
+        Some(mask) => Ok(mask),
+        None => Ok(Tensor::f_ones(t.size(), (Kind::Bool, t.device()))?),
+    }
 }
 
 /// The mask of a tensor's first pruning: `method` runs on the whole of `scores` from a mask that
@@ -200,17 +203,19 @@ pub(crate) fn checked_mask(
 ) -> Result<Tensor> {
     let what = || crate::method::describe(method);
     let mask = result?;
-    if mask.size() != default_mask.size() {
+    let (shape, expected) = (mask.size(), default_mask.size());
+    if shape != expected {
         return Err(PruneError::ShapeMismatch {
             what: format!("{}: the mask must have the tensor's shape", what()),
-            expected: default_mask.size(),
-            actual: mask.size(),
+            expected,
+            actual: shape,
         });
     }
     let mask = match mask.device() == default_mask.device() {
-        true => to_binary_mask(&mask, &what())?,
-        false => to_binary_mask(&mask.f_to_device(default_mask.device())?, &what())?,
+        true => mask,
+        false => mask.f_to_device(default_mask.device())?,
     };
+    let mask = bool_if_binary(&mask)?.ok_or_else(|| PruneError::NotBinaryMask(what()))?;
     let revived = match crate::small_loops::revives(&mask, default_mask) {
         Some(revived) => revived,
         None => {

@@ -155,10 +155,14 @@ pub(crate) fn plan(
             Some(current) => combine_masks(method.as_ref(), &scores, current),
         }
         .map_err(|err| err.at(path))?;
+        let mask = match mask.device() == device {
+            true => mask,
+            false => mask.f_to_device(device)?,
+        };
         Ok(PlannedMask {
             path: path.to_owned(),
             method,
-            mask: mask.f_to_device(device)?,
+            mask,
         })
     })
 }

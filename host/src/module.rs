@@ -341,7 +341,9 @@ impl Module {
         Ok(())
     }
 
-    fn visit<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(&str, &'a Module)) {
+    /// Calls `f` on every module of the tree with its dotted path, this one (at `prefix`) first,
+    /// depth first: [`Module::named_modules`] without collecting the paths.
+    pub(crate) fn visit<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(&str, &'a Module)) {
         f(prefix, self);
         for (name, child) in self.children.iter() {
             child.visit(&join(prefix, name), f);
@@ -359,29 +361,37 @@ impl Module {
         self.collect(|m| &m.buffers)
     }
 
+    /// The dotted names of every parameter and buffer of the tree, without the tensors.
+    pub(crate) fn tensor_names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        self.visit("", &mut |prefix, module| {
+            let own = module.parameters.iter().chain(module.buffers.iter());
+            names.extend(own.map(|(name, _)| join(prefix, name)));
+        });
+        names
+    }
+
     fn collect(&self, own: fn(&Module) -> &Ordered<Tensor>) -> Vec<(String, Tensor)> {
-        self.named_modules()
-            .into_iter()
-            .flat_map(|(prefix, module)| {
-                own(module)
-                    .iter()
-                    .map(move |(name, t)| (join(&prefix, name), t.shallow_clone()))
-            })
-            .collect()
+        let mut out = Vec::new();
+        self.visit("", &mut |prefix, module| {
+            let own = own(module).iter();
+            out.extend(own.map(|(name, t)| (join(prefix, name), t.shallow_clone())));
+        });
+        out
     }
 
     /// The state_dict with PyTorch's names and order (per module: parameters, then buffers),
     /// detached. Masks are converted to their parameter's dtype, as PyTorch stores them.
     pub fn state_dict(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();
-        for (prefix, module) in self.named_modules() {
+        self.visit("", &mut |prefix, module| {
             for (name, t) in module.parameters.iter() {
-                out.push((join(&prefix, name), detached(t)));
+                out.push((join(prefix, name), detached(t)));
             }
             for (name, t) in module.buffers.iter() {
-                out.push((join(&prefix, name), module.buffer_for_export(name, t)));
+                out.push((join(prefix, name), module.buffer_for_export(name, t)));
             }
-        }
+        });
         out
     }
 
@@ -392,7 +402,8 @@ impl Module {
             .filter(|tensor| self.pruning_hook(tensor).is_some())
             .and_then(|tensor| self.parameter(&orig_name(tensor)));
         match orig {
-            Some(orig) => t.to_kind(orig.kind()),
+            Some(orig) => crate::small_loops::bool_as(t, orig.kind())
+                .unwrap_or_else(|| t.to_kind(orig.kind())),
             None => detached(t),
         }
     }
@@ -461,7 +472,7 @@ pub(crate) fn join(prefix: &str, name: &str) -> String {
     if prefix.is_empty() {
         name.to_owned()
     } else {
-        format!("{prefix}.{name}")
+        [prefix, ".", name].concat()
     }
 }
 
@@ -473,10 +484,10 @@ pub fn split_tensor_path(path: &str) -> (&str, &str) {
 
 /// The parameter that holds a pruned tensor's original values.
 pub fn orig_name(name: &str) -> String {
-    format!("{name}_orig")
+    [name, "_orig"].concat()
 }
 
 /// The buffer that holds a pruned tensor's mask.
 pub fn mask_name(name: &str) -> String {
-    format!("{name}_mask")
+    [name, "_mask"].concat()
 }

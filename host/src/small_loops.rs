@@ -146,6 +146,49 @@ pub(crate) fn binary_to_bool(mask: &Tensor) -> Option<Result<Tensor, ()>> {
     Some(Ok(out))
 }
 
+/// Masks of up to this many entries are converted by [`bool_as`]; larger ones by libtorch,
+/// whose conversion runs on every core.
+const CONVERTED_UP_TO: usize = 1 << 16;
+
+/// The `bool` tensor `mask` as 0 and 1 of `kind` (f32, f64, f16 or bf16), as `to_kind` gives
+/// it; `None` for other kinds and for large masks.
+pub(crate) fn bool_as(mask: &Tensor, kind: Kind) -> Option<Tensor> {
+    fn convert<T: Copy>(kept: &[u8], out: &Tensor, zero: T, one: T) {
+        // SAFETY: a new contiguous CPU tensor of `kept.len()` entries of type `T`.
+        let values = unsafe { entries_mut::<T>(out, kept.len()) };
+        for (value, &kept) in values.iter_mut().zip(kept) {
+            *value = if kept != 0 { one } else { zero };
+        }
+    }
+    let Entries::Bytes(kept) = entries(mask)? else {
+        return None;
+    };
+    if mask.kind() != Kind::Bool || kept.len() > CONVERTED_UP_TO {
+        return None;
+    }
+    let out = Tensor::f_empty(mask.size(), (kind, Device::Cpu)).ok()?;
+    match kind {
+        Kind::Float => convert(kept, &out, 0f32, 1.0),
+        Kind::Double => convert(kept, &out, 0f64, 1.0),
+        Kind::Half => convert(kept, &out, 0u16, 0x3c00),
+        Kind::BFloat16 => convert(kept, &out, 0u16, 0x3f80),
+        _ => return None,
+    }
+    Some(out)
+}
+
+/// A `bool` tensor of `t`'s shape, every entry true, for a small CPU tensor `t`.
+pub(crate) fn all_true(t: &Tensor) -> Option<Tensor> {
+    let len = t.numel();
+    if t.device() != Device::Cpu || len > CONVERTED_UP_TO {
+        return None;
+    }
+    let out = Tensor::f_empty(t.size(), (Kind::Bool, Device::Cpu)).ok()?;
+    // SAFETY: a new contiguous CPU bool tensor of `len` entries.
+    unsafe { entries_mut::<bool>(&out, len) }.fill(true);
+    Some(out)
+}
+
 /// The mask checks scan a block of entries with no branch per entry (so that the loop
 /// vectorizes), and stop at the first block that decides.
 const BLOCK: usize = 4096;
@@ -183,11 +226,44 @@ pub(crate) fn revives(mask: &Tensor, default_mask: &Tensor) -> Option<bool> {
 
 #[cfg(test)]
 mod tests {
-    use super::{holds_only_booleans, revives, BLOCK};
+    use super::{all_true, bool_as, holds_only_booleans, revives, BLOCK, CONVERTED_UP_TO};
     use tch::{Kind, Tensor};
 
     fn bools(bytes: &[u8]) -> Tensor {
         Tensor::from_slice(bytes).view_dtype(Kind::Bool)
+    }
+
+    #[test]
+    fn masks_convert_to_each_float_kind_bit_for_bit_as_libtorch_converts_them() {
+        let kept: Vec<u8> = (0..37).map(|i| u8::from(i % 3 != 1)).collect();
+        let mask = bools(&kept).view([37, 1]);
+        for kind in [Kind::Float, Kind::Double, Kind::Half, Kind::BFloat16] {
+            let ours = bool_as(&mask, kind).expect("a small CPU mask");
+            let theirs = mask.to_kind(kind);
+            assert_eq!((ours.kind(), ours.size()), (kind, vec![37, 1]));
+            let bits = |t: &Tensor| match kind {
+                Kind::Float => t.view_dtype(Kind::Int),
+                Kind::Double => t.view_dtype(Kind::Int64),
+                _ => t.view_dtype(Kind::Int16),
+            };
+            assert!(bits(&ours).equal(&bits(&theirs)), "{kind:?}");
+        }
+        assert!(bool_as(&mask, Kind::Int).is_none());
+        assert!(bool_as(&mask.to_kind(Kind::Uint8), Kind::Float).is_none());
+        let large = Tensor::ones([CONVERTED_UP_TO as i64 + 1], (Kind::Bool, tch::Device::Cpu));
+        assert!(bool_as(&large, Kind::Float).is_none());
+    }
+
+    #[test]
+    fn all_true_has_the_shape_of_its_tensor_and_keeps_every_entry() {
+        for shape in [vec![3, 0, 2], vec![5], vec![2, 3, 4]] {
+            let t = Tensor::zeros(shape.as_slice(), (Kind::Float, tch::Device::Cpu));
+            let kept = all_true(&t).expect("a small CPU tensor");
+            assert_eq!((kept.kind(), kept.size()), (Kind::Bool, shape));
+            assert!(kept.equal(&kept.ones_like()));
+        }
+        let large = Tensor::zeros([CONVERTED_UP_TO as i64 + 1], (Kind::Int8, tch::Device::Cpu));
+        assert!(all_true(&large).is_none());
     }
 
     #[test]

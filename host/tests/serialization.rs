@@ -176,3 +176,70 @@ fn a_restoration_that_fails_leaves_the_model_unpruned() {
         .get("weight")
         .equal(&Tensor::ones([2, 3], (Kind::Float, Device::Cpu))));
 }
+
+/// Small tensors are read in batches of neighbours (up to 1 MiB) and large ones on their own:
+/// tensors of every size come back with their bytes, whichever batch each falls in, also one
+/// that straddles the end of a batch.
+#[test]
+fn tensors_of_every_size_come_back_from_a_file_as_they_were_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sizes.safetensors");
+    tch::manual_seed(7);
+    // safetensors lays out the f64 tensor first, then the f32 ones by name: `t01` does not fit
+    // in the batch read for `t20` and starts one of its own, 576 bytes longer than itself, so
+    // `t02` crosses that batch's end.
+    let floats = [3, 262_000, 1000, 300_000, 262_144, 262_145, 17, 0, 5];
+    let mut tensors: Vec<(String, Tensor)> = (floats.iter().enumerate())
+        .map(|(i, &len)| {
+            let t = Tensor::randn([len], (Kind::Float, Device::Cpu));
+            (format!("t{i:02}"), t)
+        })
+        .collect();
+    let doubles = Tensor::randn([50_000], (Kind::Double, Device::Cpu));
+    let bytes = Tensor::randn([3, 2], (Kind::Float, Device::Cpu)).to_kind(Kind::Int8);
+    let mask = Tensor::randn([333], (Kind::Float, Device::Cpu)).gt(0);
+    for (key, t) in [("t20", doubles), ("t21", bytes), ("t22", mask)] {
+        tensors.push((key.to_owned(), t));
+    }
+    checkpoint::write(&tensors, &Default::default(), &path).unwrap();
+    let read = checkpoint::read(&path).unwrap();
+    assert_eq!(read.tensors.len(), tensors.len());
+    for ((key, t), (read_key, read_t)) in tensors.iter().zip(&read.tensors) {
+        assert_eq!(key, read_key);
+        assert_eq!(
+            (read_t.kind(), read_t.size()),
+            (t.kind(), t.size()),
+            "{key}"
+        );
+        assert!(read_t.equal(t), "{key}");
+    }
+}
+
+/// A model's state_dict holds each mask in its parameter's dtype, as PyTorch does: 0 and 1,
+/// bit for bit what libtorch's conversion gives, for small masks and large ones.
+#[test]
+fn masks_are_exported_in_their_parameters_dtype_whatever_their_size() {
+    let kinds = [Kind::Float, Kind::Double, Kind::Half, Kind::BFloat16];
+    for (rows, kind) in [4, 300].into_iter().flat_map(|r| kinds.map(|k| (r, k))) {
+        let mut model =
+            common::module_with_weight(&Tensor::randn([rows, 300], (kind, Device::Cpu)));
+        prune::l1_unstructured(&mut model, "weight", 0.4, None).unwrap();
+        let state = model.state_dict();
+        let (_, exported) = state.iter().find(|(k, _)| k == "weight_mask").unwrap();
+        let mask = model.buffer("weight_mask").unwrap();
+        assert_eq!(exported.kind(), kind);
+        let bits = |t: &Tensor| t.view_dtype(kind_of_bits(kind));
+        assert!(
+            bits(exported).equal(&bits(&mask.to_kind(kind))),
+            "{rows} rows of {kind:?}"
+        );
+    }
+}
+
+fn kind_of_bits(kind: Kind) -> Kind {
+    match kind {
+        Kind::Double => Kind::Int64,
+        Kind::Float => Kind::Int,
+        _ => Kind::Int16,
+    }
+}

@@ -5,8 +5,7 @@ use crate::error::{PruneError, Result};
 use crate::files;
 use crate::tensor_data::entries_mut;
 use safetensors::tensor::{Metadata, TensorInfo};
-use safetensors::{Dtype, View};
-use std::borrow::Cow;
+use safetensors::Dtype;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -116,13 +115,14 @@ pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
         .map_err(|e| corrupt(format!("the header is not UTF-8 ({e})")))?;
     let HeaderEntries(entries) = serde_json::from_str(header.trim_end_matches(' '))
         .map_err(|e| corrupt(format!("the header is not a JSON object ({e})")))?;
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = std::collections::HashSet::with_capacity(entries.len());
+    if let Some((key, _)) = entries.iter().find(|(key, _)| !seen.insert(key.as_str())) {
+        return Err(corrupt(format!("the key '{key}' appears twice")));
+    }
+    drop(seen);
     let mut metadata = BTreeMap::new();
     let mut infos = Vec::with_capacity(entries.len());
     for (key, value) in entries {
-        if !seen.insert(key.clone()) {
-            return Err(corrupt(format!("the key '{key}' appears twice")));
-        }
         match value.map_err(&corrupt)? {
             HeaderEntry::Metadata(map) => metadata = map,
             HeaderEntry::Tensor(info) => infos.push((key, info)),
@@ -131,6 +131,7 @@ pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
     let data_len = len - 8 - header_len;
     check_layout(&mut infos, data_len).map_err(corrupt)?;
     let data_start = 8 + header_len;
+    let mut batch = ReadBatch::default();
     let mut tensors = infos
         .into_iter()
         .map(|(key, info)| {
@@ -146,7 +147,14 @@ pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
             // SAFETY: a new contiguous CPU tensor of exactly `end - start` bytes (the layout
             // check matched the byte count to the dtype and shape).
             let bytes = unsafe { entries_mut::<u8>(&tensor, end - start) };
-            read_at(bytes, data_start + start as u64)?;
+            match end - start <= READ_BATCH_BYTES {
+                true => {
+                    let read =
+                        |buffer: &mut [u8], at: usize| read_at(buffer, data_start + at as u64);
+                    bytes.copy_from_slice(batch.bytes(start..end, data_len as usize, read)?);
+                }
+                false => read_at(bytes, data_start + start as u64)?,
+            }
             // Rust reads `bool` masks as `&[bool]`, where any byte but 0 and 1 is undefined
             // behaviour.
             if kind == Kind::Bool {
@@ -163,6 +171,38 @@ pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
         .collect::<Result<Vec<_>>>()?;
     tensors.sort_by(|(a, _), (b, _)| a.cmp(b));
     Ok(Checkpoint { tensors, metadata })
+}
+
+/// Tensors of up to this many bytes are read with their neighbours, this many bytes at a time:
+/// a checkpoint of many small tensors takes a few reads, not one per tensor.
+const READ_BATCH_BYTES: usize = 1 << 20;
+
+/// The bytes of the data section last read in one batch.
+#[derive(Default)]
+struct ReadBatch {
+    start: usize,
+    bytes: Vec<u8>,
+}
+
+impl ReadBatch {
+    /// The data bytes `range` (at most [`READ_BATCH_BYTES`] of them), from the batch, or after
+    /// reading the batch that starts with them (`read(buffer, offset)` reads at that offset of
+    /// the data section, which holds `data_len` bytes).
+    fn bytes<E>(
+        &mut self,
+        range: std::ops::Range<usize>,
+        data_len: usize,
+        read: impl FnOnce(&mut [u8], usize) -> std::result::Result<(), E>,
+    ) -> std::result::Result<&[u8], E> {
+        let end = self.start + self.bytes.len();
+        if range.start < self.start || range.end > end {
+            let len = READ_BATCH_BYTES.min(data_len - range.start);
+            self.bytes.resize(len, 0);
+            self.start = range.start;
+            read(&mut self.bytes, range.start)?;
+        }
+        Ok(&self.bytes[range.start - self.start..range.end - self.start])
+    }
 }
 
 /// Checks that the tensors' data lie back to back from 0 to `data_len`, each as long as its
@@ -228,11 +268,11 @@ pub fn write(
     }
     let mut offset = 0;
     let infos = stored
-        .iter()
+        .iter_mut()
         .map(|(name, t)| {
             let info = TensorInfo {
                 dtype: t.dtype,
-                shape: t.shape.clone(),
+                shape: std::mem::take(&mut t.shape),
                 data_offsets: (offset, offset + t.bytes),
             };
             offset += t.bytes;
@@ -268,7 +308,7 @@ pub fn write(
             .map_err(io)?;
         out.write_all(&header).map_err(io)?;
         for (_, tensor) in &stored {
-            out.write_all(&tensor.data()).map_err(io)?;
+            out.write_all(tensor.data()).map_err(io)?;
         }
         out.flush().map_err(io)
     })
@@ -292,15 +332,19 @@ fn kind_of(dtype: Dtype) -> Option<Kind> {
 }
 
 /// A tensor ready for serialization: contiguous, on the CPU.
-struct StoredTensor {
-    tensor: Tensor,
+struct StoredTensor<'a> {
+    /// The tensor itself when it is a contiguous CPU tensor (only read through its data
+    /// pointer), else `copy`.
+    source: &'a Tensor,
+    /// A contiguous CPU copy of a tensor that is not one.
+    copy: Option<Tensor>,
     dtype: Dtype,
     shape: Vec<usize>,
     bytes: usize,
 }
 
-impl StoredTensor {
-    fn new(name: &str, t: &Tensor) -> Result<Self> {
+impl<'a> StoredTensor<'a> {
+    fn new(name: &str, t: &'a Tensor) -> Result<Self> {
         let dtype = match t.kind() {
             Kind::Bool => Dtype::BOOL,
             Kind::Uint8 => Dtype::U8,
@@ -318,42 +362,28 @@ impl StoredTensor {
                 )))
             }
         };
-        let tensor = if t.device() == Device::Cpu && t.is_contiguous() {
-            t.shallow_clone() // only read through its data pointer
-        } else {
-            t.f_detach()?.f_to_device(Device::Cpu)?.f_contiguous()?
+        let copy = match t.device() == Device::Cpu && t.is_contiguous() {
+            true => None,
+            false => Some(t.f_detach()?.f_to_device(Device::Cpu)?.f_contiguous()?),
         };
-        let shape = tensor.size().iter().map(|&d| d as usize).collect();
-        let bytes = tensor.numel() * dtype.bitsize() / 8;
+        let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+        let bytes = shape.iter().product::<usize>() * dtype.bitsize() / 8;
         Ok(Self {
-            tensor,
+            source: t,
+            copy,
             dtype,
             shape,
             bytes,
         })
     }
-}
 
-impl View for StoredTensor {
-    fn dtype(&self) -> Dtype {
-        self.dtype
-    }
-
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-
-    fn data(&self) -> Cow<'_, [u8]> {
+    /// The tensor's bytes.
+    fn data(&self) -> &[u8] {
         if self.bytes == 0 {
-            return Cow::Borrowed(&[]);
+            return &[];
         }
-        // SAFETY: a contiguous CPU tensor of `bytes` bytes, owned by `self`.
-        Cow::Borrowed(unsafe {
-            std::slice::from_raw_parts(self.tensor.data_ptr().cast::<u8>(), self.bytes)
-        })
-    }
-
-    fn data_len(&self) -> usize {
-        self.bytes
+        let tensor = self.copy.as_ref().unwrap_or(self.source);
+        // SAFETY: a contiguous CPU tensor of `bytes` bytes, borrowed or owned by `self`.
+        unsafe { std::slice::from_raw_parts(tensor.data_ptr().cast::<u8>(), self.bytes) }
     }
 }

@@ -1,8 +1,8 @@
 //! A checkpoint as a [`Module`], for pruning it without the model's code.
 
 use crate::error::{PruneError, Result};
-use crate::module::{join, mask_name, orig_name, split_tensor_path, Module};
-use std::collections::{BTreeMap, HashMap};
+use crate::module::{join, mask_name, split_tensor_path, Module};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use tch::{Kind, Tensor};
 
 /// The dtype pruning masks are stored in.
@@ -20,38 +20,54 @@ pub enum MaskDtype {
 /// reparametrized with that mask, so pruning it again works as PyTorch's container does.
 /// The module has no forward function.
 pub fn module_from_state_dict(state: Vec<(String, Tensor)>) -> Result<Module> {
-    let keys: HashMap<&str, &Tensor> = state.iter().map(|(k, t)| (k.as_str(), t)).collect();
-    let mut pruned = Vec::new();
-    let mut plain = Vec::new();
-    for (key, t) in &state {
+    let keys: HashSet<&str> = state.iter().map(|(k, _)| k.as_str()).collect();
+    // Each key's role: `None` for a plain tensor, `Some(P)` for the `P_orig` of a pair; the
+    // masks of pairs are looked up by key.
+    let mut roles = Vec::with_capacity(state.len());
+    let mut mask_keys = HashSet::new();
+    for (key, _) in &state {
         let (prefix, name) = split_tensor_path(key);
         let pair_of = |suffix: &str, other: fn(&str) -> String| {
             name.strip_suffix(suffix)
-                .filter(|p| !p.is_empty() && keys.contains_key(join(prefix, &other(p)).as_str()))
+                .filter(|p| !p.is_empty() && keys.contains(join(prefix, &other(p)).as_str()))
                 .map(|p| join(prefix, p))
         };
         if let Some(tensor) = pair_of("_orig", mask_name) {
-            if keys.contains_key(tensor.as_str()) {
+            if keys.contains(tensor.as_str()) {
                 return Err(PruneError::InvalidCheckpoint(format!(
                     "'{tensor}' is present along with '{key}' and its mask"
                 )));
             }
-            let mask = keys[format!("{tensor}_mask").as_str()];
-            pruned.push((tensor, t.shallow_clone(), mask.shallow_clone()));
-        } else if pair_of("_mask", orig_name).is_none() {
-            plain.push((key.clone(), t.shallow_clone()));
+            mask_keys.insert(mask_name(&tensor));
+            roles.push(Some(tensor));
+        } else {
+            roles.push(None);
+        }
+    }
+    drop(keys);
+    let mut plain = Vec::new();
+    let mut pruned = Vec::new();
+    let mut masks = HashMap::new();
+    for ((key, t), role) in state.into_iter().zip(roles) {
+        match role {
+            Some(tensor) => pruned.push((tensor, t)),
+            None if mask_keys.contains(&key) => {
+                masks.insert(key, t);
+            }
+            None => plain.push((key, t)),
         }
     }
     let mut root = Module::new("StateDict");
-    let pruned_origs = pruned.iter().map(|(key, orig, _)| (key, orig));
-    for (key, t) in plain.iter().map(|(key, t)| (key, t)).chain(pruned_origs) {
-        add_tensor(&mut root, key, t.shallow_clone())?;
+    let mut restored = Vec::with_capacity(pruned.len());
+    for (key, t) in plain {
+        add_tensor(&mut root, &key, t)?;
     }
-    let masks = pruned
-        .into_iter()
-        .map(|(key, _, mask)| (key, mask))
-        .collect();
-    crate::engine::restore_all(&mut root, masks)?;
+    for (key, orig) in pruned {
+        add_tensor(&mut root, &key, orig)?;
+        let mask = masks.remove(&mask_name(&key)).expect("a pair has its mask");
+        restored.push((key, mask));
+    }
+    crate::engine::restore_all(&mut root, restored)?;
     Ok(root)
 }
 
@@ -62,9 +78,8 @@ fn add_tensor(root: &mut Module, key: &str, t: Tensor) -> Result<()> {
         )));
     }
     let mut module = root;
-    let mut parts: Vec<&str> = key.split('.').collect();
-    let name = parts.pop().unwrap_or_default();
-    for part in parts {
+    let (path, name) = split_tensor_path(key);
+    for part in path.split('.').filter(|part| !part.is_empty()) {
         if module.child(part).is_none() {
             module.add_child(part, Module::new("StateDict"))?;
         }

@@ -40,11 +40,17 @@ impl CustomFromMask {
     }
 }
 
-/// `mask` as a `bool` tensor, after checking that it holds only 0 and 1.
+/// `mask` as a `bool` tensor, after checking that it holds only 0 and 1; `what` names the
+/// mask in the error.
+pub(crate) fn to_binary_mask(mask: &Tensor, what: &str) -> Result<Tensor> {
+    bool_if_binary(mask)?.ok_or_else(|| PruneError::NotBinaryMask(what.to_owned()))
+}
+
+/// `mask` as a `bool` tensor when it holds only 0 and 1, `None` when it holds anything else.
 ///
 /// A `bool` tensor is checked too: libtorch lets one hold any byte (`from_data_size`,
 /// `view_dtype`), and the engine reads masks as Rust `bool`s, for which only 0 and 1 are defined.
-pub(crate) fn to_binary_mask(mask: &Tensor, what: &str) -> Result<Tensor> {
+pub(crate) fn bool_if_binary(mask: &Tensor) -> Result<Option<Tensor>> {
     if mask.kind() == Kind::Bool {
         let booleans = match crate::small_loops::holds_only_booleans(mask) {
             Some(booleans) => booleans,
@@ -53,14 +59,11 @@ pub(crate) fn to_binary_mask(mask: &Tensor, what: &str) -> Result<Tensor> {
                 bytes.f_gt(1)?.f_any()?.f_int64_value(&[])? == 0
             }
         };
-        return match booleans {
-            true => Ok(mask.shallow_clone()),
-            false => Err(PruneError::NotBinaryMask(what.to_owned())),
-        };
+        return Ok(booleans.then(|| mask.shallow_clone()));
     }
     match crate::small_loops::binary_to_bool(mask) {
-        Some(Ok(mask)) => return Ok(mask),
-        Some(Err(())) => return Err(PruneError::NotBinaryMask(what.to_owned())),
+        Some(Ok(mask)) => return Ok(Some(mask)),
+        Some(Err(())) => return Ok(None),
         None => {}
     }
     let zero = mask.f_eq(0)?;
@@ -70,9 +73,9 @@ pub(crate) fn to_binary_mask(mask: &Tensor, what: &str) -> Result<Tensor> {
         .f_int64_value(&[])?
         != 0;
     if !binary {
-        return Err(PruneError::NotBinaryMask(what.to_owned()));
+        return Ok(None);
     }
-    Ok(zero.f_logical_not()?)
+    Ok(Some(zero.f_logical_not()?))
 }
 
 fn flatten_nested(

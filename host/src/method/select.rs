@@ -150,20 +150,21 @@ pub(crate) fn pruned_first_mask(
     let Some(values) = cpu_values(t) else {
         return Ok(None);
     };
+    let shape = t.size();
     if default_mask.device() != Device::Cpu
         || default_mask.kind() != Kind::Bool
         || !default_mask.is_contiguous()
-        || default_mask.size() != t.size()
+        || default_mask.size() != shape
     {
         return Ok(None);
     }
-    let n = t.numel();
+    let n = values.len();
     let k = amount.units_to_prune(n as i64)? as u64;
     let part = Part {
         values,
         alive: None,
     };
-    let mask = Tensor::f_empty(t.size(), (Kind::Bool, Device::Cpu))?;
+    let mask = Tensor::f_empty(shape, (Kind::Bool, Device::Cpu))?;
     // SAFETY: a fresh contiguous CPU bool tensor of `n` entries, written only here.
     let flags = unsafe { entries_mut::<bool>(&mask, n) };
     // SAFETY: a contiguous CPU bool tensor of `n` entries, read only.

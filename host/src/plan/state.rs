@@ -91,20 +91,16 @@ impl PrunedState {
 
     /// The parameter keys, sorted: `P` for a pruned pair `P_orig` + `P_mask`.
     pub fn keys(&self) -> Vec<String> {
-        let mut keys: Vec<String> = self
-            .module
-            .named_modules()
-            .iter()
-            .flat_map(|(prefix, sub)| {
-                sub.parameters().map(move |(name, _)| {
-                    let pruned = name
-                        .strip_suffix("_orig")
-                        .filter(|tensor| sub.pruning_hook(tensor).is_some());
-                    join(prefix, pruned.unwrap_or(name))
-                })
-            })
-            .collect();
-        keys.sort();
+        let mut keys = Vec::new();
+        self.module.visit("", &mut |prefix, sub| {
+            keys.extend(sub.parameters().map(|(name, _)| {
+                let pruned = name
+                    .strip_suffix("_orig")
+                    .filter(|tensor| sub.pruning_hook(tensor).is_some());
+                join(prefix, pruned.unwrap_or(name))
+            }));
+        });
+        keys.sort_unstable();
         keys
     }
 
@@ -145,10 +141,7 @@ impl PrunedState {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Self> {
         let keys = self.keys();
-        let stored_keys: Vec<String> = (self.module.named_parameters().into_iter())
-            .chain(self.module.named_buffers())
-            .map(|(key, _)| key)
-            .collect();
+        let stored_keys = self.module.tensor_names();
         let stored = stored_keys.iter().map(String::as_str).collect();
         let shape_of = |key: &str| self.shape(key);
         let prepared = plan
