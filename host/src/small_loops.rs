@@ -160,10 +160,14 @@ pub(crate) fn bool_as(mask: &Tensor, kind: Kind) -> Option<Tensor> {
             *value = if kept != 0 { one } else { zero };
         }
     }
+    let converted = [Kind::Float, Kind::Double, Kind::Half, Kind::BFloat16];
+    if mask.kind() != Kind::Bool || !converted.contains(&kind) {
+        return None;
+    }
     let Entries::Bytes(kept) = entries(mask)? else {
         return None;
     };
-    if mask.kind() != Kind::Bool || kept.len() > CONVERTED_UP_TO {
+    if kept.len() > CONVERTED_UP_TO {
         return None;
     }
     let out = Tensor::f_empty(mask.size(), (kind, Device::Cpu)).ok()?;
@@ -172,7 +176,7 @@ pub(crate) fn bool_as(mask: &Tensor, kind: Kind) -> Option<Tensor> {
         Kind::Double => convert(kept, &out, 0f64, 1.0),
         Kind::Half => convert(kept, &out, 0u16, 0x3c00),
         Kind::BFloat16 => convert(kept, &out, 0u16, 0x3f80),
-        _ => return None,
+        _ => unreachable!("a kind checked above"),
     }
     Some(out)
 }

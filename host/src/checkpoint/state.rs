@@ -27,12 +27,9 @@ pub fn module_from_state_dict(state: Vec<(String, Tensor)>) -> Result<Module> {
     let mut mask_keys = HashSet::new();
     for (key, _) in &state {
         let (prefix, name) = split_tensor_path(key);
-        let pair_of = |suffix: &str, other: fn(&str) -> String| {
-            name.strip_suffix(suffix)
-                .filter(|p| !p.is_empty() && keys.contains(join(prefix, &other(p)).as_str()))
-                .map(|p| join(prefix, p))
-        };
-        if let Some(tensor) = pair_of("_orig", mask_name) {
+        let paired = (name.strip_suffix("_orig"))
+            .filter(|p| !p.is_empty() && keys.contains(join(prefix, &mask_name(p)).as_str()));
+        if let Some(tensor) = paired.map(|p| join(prefix, p)) {
             if keys.contains(tensor.as_str()) {
                 return Err(PruneError::InvalidCheckpoint(format!(
                     "'{tensor}' is present along with '{key}' and its mask"
