@@ -1,7 +1,7 @@
 //! Hands the libtorch directory that tch's `torch-sys` built against on to the build scripts
 //! of crates that depend on tchprune (`DEP_TCHPRUNE_LIBTORCH_LIB`, read by `tchprune-build`),
 //! links this crate's own tests to it, and compiles the one C++ function tchprune needs:
-//! `at::parallel_for` for the sparse kernels. On a compiler with AVX-512 intrinsics (Rust 1.89
+//! `at::parallel_for`, for its own loops. On a compiler with AVX-512 intrinsics (Rust 1.89
 //! or later) it enables the AVX-512 kernels (`cfg(tchprune_avx512)`); older ones, down to the
 //! crate's minimum Rust version, build the AVX2 kernels only.
 
@@ -19,11 +19,11 @@ fn main() {
 
     let include = Path::new(&lib).join("../include");
     let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_owned());
-    println!("cargo:rerun-if-changed=src/sparse/parallel_for.cpp");
+    println!("cargo:rerun-if-changed=src/parallel_for.cpp");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     cc::Build::new()
         .cpp(true)
-        .file("src/sparse/parallel_for.cpp")
+        .file("src/parallel_for.cpp")
         .include(&include)
         .flag("-std=c++17")
         // at::parallel_for is inline OpenMP: without -fopenmp it would run serially.

@@ -182,10 +182,11 @@ fn prune_tensor_applies_a_method_to_a_bare_tensor() {
 }
 
 /// `remove` leaves `orig * mask` exactly as libtorch computes it: `-x * 0` is `-0.0`, NaN and
-/// infinities times 0 are NaN, also on tensors large enough to be split across threads, and the
-/// write counts as an in-place operation.
+/// infinities times 0 are NaN, in `f32` and `f64`, on tensors long enough for the vector loops
+/// and large enough to be split across threads, and the write counts as an in-place operation.
 #[test]
 fn remove_writes_libtorchs_products_bit_for_bit() {
+    // 37 copies: the vector loops' bodies and their tails both meet every special value.
     let special = Tensor::from_slice(&[
         -1.0f32,
         2.0,
@@ -193,14 +194,28 @@ fn remove_writes_libtorchs_products_bit_for_bit() {
         f32::INFINITY,
         f32::NEG_INFINITY,
         3.0,
-    ]);
-    let special_mask = Tensor::from_slice(&[0.0f32, 1.0, 0.0, 0.0, 0.0, 1.0]);
+        -0.0,
+    ])
+    .repeat([37]);
+    let special_mask = Tensor::from_slice(&[0.0f32, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0]).repeat([37]);
     tch::manual_seed(5);
     let large = Tensor::randn([3 << 20], (tch::Kind::Double, tch::Device::Cpu));
     let large_mask = Tensor::rand([3 << 20], (tch::Kind::Double, tch::Device::Cpu))
         .ge(0.5)
         .to_kind(tch::Kind::Double);
-    for (t, mask) in [(special, special_mask), (large, large_mask)] {
+    let cases = [
+        (
+            special.to_kind(tch::Kind::Double),
+            special_mask.to_kind(tch::Kind::Double),
+        ),
+        (special, special_mask),
+        (
+            large.to_kind(tch::Kind::Float),
+            large_mask.to_kind(tch::Kind::Float),
+        ),
+        (large, large_mask),
+    ];
+    for (t, mask) in cases {
         let expected = &t * &mask;
         let mut m = common::module_with_weight(&t);
         prune::custom_from_mask(&mut m, "weight", &mask).unwrap();

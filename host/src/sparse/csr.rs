@@ -24,56 +24,7 @@ use crate::cpu::has_avx512f;
 use crate::error::{PruneError, Result};
 use crate::parallel;
 use crate::tensor_data::{entries, entries_mut};
-use std::sync::Mutex;
 use tch::{Device, Kind, Tensor};
-
-extern "C" {
-    fn tchprune_parallel_for(
-        count: i64,
-        work: unsafe extern "C" fn(*mut std::ffi::c_void, i64),
-        context: *mut std::ffi::c_void,
-    );
-}
-
-/// `work(i)` for each `i` in `0..count` on libtorch's intra-op threads (`at::parallel_for`):
-/// the threads libtorch's own operations run on, so the kernels never compete with them for
-/// the cores, and `tch::set_num_threads` applies to them too. A panic in `work` is caught on
-/// its thread and raised again here.
-fn on_libtorch_threads(count: usize, work: &(dyn Fn(usize) + Sync)) {
-    struct Context<'a> {
-        work: &'a (dyn Fn(usize) + Sync),
-        panicked: std::sync::atomic::AtomicBool,
-    }
-    unsafe extern "C" fn trampoline(context: *mut std::ffi::c_void, index: i64) {
-        // SAFETY: `context` is the `Context` below, alive until `tchprune_parallel_for` returns.
-        let context = unsafe { &*(context as *const Context<'_>) };
-        let run = std::panic::AssertUnwindSafe(|| (context.work)(index as usize));
-        if std::panic::catch_unwind(run).is_err() {
-            context
-                .panicked
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-    if count <= 1 {
-        (0..count).for_each(work);
-        return;
-    }
-    let context = Context {
-        work,
-        panicked: std::sync::atomic::AtomicBool::new(false),
-    };
-    // SAFETY: the trampoline only reads `context`, which outlives the call, and never unwinds.
-    unsafe {
-        tchprune_parallel_for(
-            count as i64,
-            trampoline,
-            &context as *const Context<'_> as *mut std::ffi::c_void,
-        )
-    };
-    if context.panicked.into_inner() {
-        panic!("a sparse kernel's worker panicked");
-    }
-}
 
 /// The floats of a contiguous `f32` CPU tensor.
 ///
@@ -325,6 +276,10 @@ const TILE_COLUMNS: usize = 256;
 /// in its L2 cache.
 const CHUNK_OUTPUT_BYTES: usize = 64 << 10;
 
+/// Row ranges per core: a core that finishes its range takes the next, so that a core slowed
+/// by other work (another process, the machine's other tenants) holds up the product less.
+const RANGES_PER_CORE: usize = 4;
+
 /// Below this many multiply-adds a call stays on the calling thread.
 const PARALLEL_WORK: usize = 1 << 17;
 
@@ -361,7 +316,8 @@ impl CsrMatrix {
         } else {
             Columns::U32(columns)
         };
-        let row_ranges = balanced_rows(&row_starts, parallel::threads(), order.window());
+        let parts = parallel::threads() * RANGES_PER_CORE;
+        let row_ranges = balanced_rows(&row_starts, parts, order.window());
         Ok(Self {
             rows,
             cols,
@@ -562,8 +518,7 @@ impl CsrMatrix {
     /// `work(start, end)` for row ranges of about equal non-zero counts, on libtorch's threads
     /// when there is enough work for a block of `width` samples.
     fn for_row_ranges(&self, width: usize, work: impl Fn(usize, usize) + Sync) {
-        let ranges = self.ranges_for(width);
-        on_libtorch_threads(ranges.len(), &|i| work(ranges[i].0, ranges[i].1));
+        parallel::on_threads(self.ranges_for(width), |(start, end)| work(start, end));
     }
 
     /// One range of all rows when a block of `width` samples is too little work to share.
@@ -907,13 +862,9 @@ fn on_pieces(
     for &(start, end) in ranges {
         let (piece, tail) = std::mem::take(&mut rest).split_at_mut((end - start) * width);
         rest = tail;
-        pieces.push(Mutex::new((start, end, piece)));
+        pieces.push((start, end, piece));
     }
-    on_libtorch_threads(pieces.len(), &|i| {
-        let mut piece = pieces[i].lock().unwrap_or_else(|e| e.into_inner());
-        let (start, end, ref mut out) = *piece;
-        work(start, end, out);
-    });
+    parallel::on_threads(pieces, |(start, end, piece)| work(start, end, piece));
 }
 
 /// Where the outputs of a product's samples go.
@@ -1486,23 +1437,26 @@ unsafe fn untiled8_avx2<C: Column, V: Value>(
             // Four sums in flight: a fused multiply-add takes four cycles to land.
             let mut sums = [_mm256_setzero_ps(); 4];
             let p = xt.as_ptr();
-            let quads = (b - a) / 4 * 4;
-            let mut k = a;
-            while k < a + quads {
-                // The weight streams from memory: ask for it well ahead of the sums.
-                // (`wrapping_add`: an address past the end is only a hint, never read.)
-                _mm_prefetch::<_MM_HINT_T0>(values.as_ptr().wrapping_add(k + 128).cast());
-                _mm_prefetch::<_MM_HINT_T0>(columns.as_ptr().wrapping_add(k + 128).cast());
-                for (j, sum) in sums.iter_mut().enumerate() {
-                    let x = _mm256_loadu_ps(p.add(columns[k + j].get() * 8));
-                    *sum = _mm256_fmadd_ps(V::broadcast(values.as_ptr().add(k + j)), x, *sum);
+            let (row_columns, row_values) = (&columns[a..b], &values[a..b]);
+            let quads = row_columns.chunks_exact(4).zip(row_values.chunks_exact(4));
+            for (q, (quad_columns, quad_values)) in quads.enumerate() {
+                // The weight streams from memory: ask for it well ahead of the sums, a cache
+                // line of values at a time. (`wrapping_add`: an address past the end is only a
+                // hint, never read.)
+                if q % 4 == 0 {
+                    let ahead = a + 4 * q + 128;
+                    _mm_prefetch::<_MM_HINT_T0>(values.as_ptr().wrapping_add(ahead).cast());
+                    _mm_prefetch::<_MM_HINT_T0>(columns.as_ptr().wrapping_add(ahead).cast());
                 }
-                k += 4;
+                for (j, sum) in sums.iter_mut().enumerate() {
+                    let x = _mm256_loadu_ps(p.add(quad_columns[j].get() * 8));
+                    *sum = _mm256_fmadd_ps(V::broadcast(&quad_values[j]), x, *sum);
+                }
             }
-            while k < b {
-                let x = _mm256_loadu_ps(p.add(columns[k].get() * 8));
-                sums[0] = _mm256_fmadd_ps(V::broadcast(values.as_ptr().add(k)), x, sums[0]);
-                k += 1;
+            let tail = row_columns.len() / 4 * 4;
+            for (c, v) in row_columns[tail..].iter().zip(&row_values[tail..]) {
+                let x = _mm256_loadu_ps(p.add(c.get() * 8));
+                sums[0] = _mm256_fmadd_ps(V::broadcast(v), x, sums[0]);
             }
             let s0 = _mm256_add_ps(sums[0], sums[1]);
             let s1 = _mm256_add_ps(sums[2], sums[3]);

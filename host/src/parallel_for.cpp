@@ -1,5 +1,6 @@
-// libtorch's own intra-op thread pool for tchprune's sparse kernels: running on the threads
-// libtorch runs on (OpenMP) means no extra threads competing with them for the cores.
+// libtorch's own intra-op thread pool for tchprune's loops (masks, optimizers, sparse kernels):
+// running on the threads libtorch runs on (OpenMP) means no extra threads competing with them
+// for the cores.
 #include <ATen/Parallel.h>
 #include <cstdint>
 
