@@ -429,8 +429,14 @@ def semi_structured(n, batch, calls):
     return {"dense_seconds": dense, "sparse_seconds": sparse_seconds}
 
 
+# Calls per timed run of the CPU sparse rows: as many as tchprune-bench takes
+# (SPARSE_CALLS_PER_RUN in workloads.rs).
+SPARSE_CALLS_PER_RUN = 40
+
+
 def workloads(runs):
     slow = max(3, runs // 2)
+    sparse_calls = runs * SPARSE_CALLS_PER_RUN
 
     def on_big(method):
         return lambda: {"seconds": median_time(lambda: holder(big_tensor()), method, slow)}
@@ -480,12 +486,12 @@ def workloads(runs):
         "shrink_lenet_b32": lambda: shrink_latency("lenet", 32, runs * 20),
         "shrink_resnet18_b1": lambda: shrink_latency("resnet18", 1, runs * 4),
         "shrink_resnet18_b32": lambda: shrink_latency("resnet18", 32, max(runs, 5)),
-        "sparse_linear_90_b1": lambda: sparse_speed((4096, 4096), 0.9, 1, runs * 4),
-        "sparse_linear_90_b8": lambda: sparse_speed((4096, 4096), 0.9, 8, runs * 4),
-        "sparse_linear_90_b64": lambda: sparse_speed((4096, 4096), 0.9, 64, runs * 4),
-        "sparse_linear_95_b1": lambda: sparse_speed((4096, 4096), 0.95, 1, runs * 4),
-        "sparse_linear_95_b8": lambda: sparse_speed((4096, 4096), 0.95, 8, runs * 4),
-        "sparse_linear_95_b64": lambda: sparse_speed((4096, 4096), 0.95, 64, runs * 4),
+        "sparse_linear_90_b1": lambda: sparse_speed((4096, 4096), 0.9, 1, sparse_calls),
+        "sparse_linear_90_b8": lambda: sparse_speed((4096, 4096), 0.9, 8, sparse_calls),
+        "sparse_linear_90_b64": lambda: sparse_speed((4096, 4096), 0.9, 64, sparse_calls),
+        "sparse_linear_95_b1": lambda: sparse_speed((4096, 4096), 0.95, 1, sparse_calls),
+        "sparse_linear_95_b8": lambda: sparse_speed((4096, 4096), 0.95, 8, sparse_calls),
+        "sparse_linear_95_b64": lambda: sparse_speed((4096, 4096), 0.95, 64, sparse_calls),
         "l1_unstructured_4096_cuda": lambda: cuda_run(
             lambda: holder(big_tensor().cuda()), lambda m: prune.l1_unstructured(m, "weight", amount=0.5), slow),
         "ln_structured_4096_cuda": lambda: cuda_run(
@@ -496,18 +502,18 @@ def workloads(runs):
         "semi_structured_4096_b4096": lambda: semi_structured(4096, 4096, runs * 4),
         "semi_structured_8192_b8192": lambda: semi_structured(8192, 8192, runs * 4),
         "semi_structured_16384_b4096": lambda: semi_structured(16384, 4096, runs * 4),
-        "sparse_tall_95_b8": lambda: sparse_speed((16384, 256), 0.95, 8, runs * 4),
-        "sparse_tall_95_b64": lambda: sparse_speed((16384, 256), 0.95, 64, runs * 4),
-        "sparse_conv_95_64x56": lambda: sparse_conv_speed(64, 56, runs * 4),
-        "sparse_conv_95_128x28": lambda: sparse_conv_speed(128, 28, runs * 4),
-        "sparse_conv_95_256x14": lambda: sparse_conv_speed(256, 14, runs * 4),
-        "sparse_conv_95_512x7": lambda: sparse_conv_speed(512, 7, runs * 4),
-        "sparse_conv_95_256x7_b8": lambda: sparse_conv_speed(256, 7, runs * 4, batch=8),
-        "sparse_cnn_95": lambda: sparse_cnn(runs * 4),
-        "sparse_mlp_95": lambda: sparse_mlp(1, runs * 4),
-        "sparse_mlp_95_b8": lambda: sparse_mlp(8, runs * 4),
-        "sparse_mlp_95_bf16": lambda: sparse_mlp(1, runs * 4, torch.bfloat16),
-        "sparse_mlp_95_bf16_b8": lambda: sparse_mlp(8, runs * 4, torch.bfloat16),
+        "sparse_tall_95_b8": lambda: sparse_speed((16384, 256), 0.95, 8, sparse_calls),
+        "sparse_tall_95_b64": lambda: sparse_speed((16384, 256), 0.95, 64, sparse_calls),
+        "sparse_conv_95_64x56": lambda: sparse_conv_speed(64, 56, sparse_calls),
+        "sparse_conv_95_128x28": lambda: sparse_conv_speed(128, 28, sparse_calls),
+        "sparse_conv_95_256x14": lambda: sparse_conv_speed(256, 14, sparse_calls),
+        "sparse_conv_95_512x7": lambda: sparse_conv_speed(512, 7, sparse_calls),
+        "sparse_conv_95_256x7_b8": lambda: sparse_conv_speed(256, 7, sparse_calls, batch=8),
+        "sparse_cnn_95": lambda: sparse_cnn(sparse_calls),
+        "sparse_mlp_95": lambda: sparse_mlp(1, sparse_calls),
+        "sparse_mlp_95_b8": lambda: sparse_mlp(8, sparse_calls),
+        "sparse_mlp_95_bf16": lambda: sparse_mlp(1, sparse_calls, torch.bfloat16),
+        "sparse_mlp_95_bf16_b8": lambda: sparse_mlp(8, sparse_calls, torch.bfloat16),
     }
 
 
