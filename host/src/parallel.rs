@@ -139,14 +139,26 @@ pub(crate) fn on_chunks_mut<T: Send, R: Send>(
     out: &mut [T],
     work: impl Fn(usize, usize, &mut [T]) -> R + Sync,
 ) -> Vec<R> {
-    let mut rest = out;
-    let mut pieces = Vec::new();
-    for (start, end) in chunks(rest.len()) {
-        let (chunk, tail) = std::mem::take(&mut rest).split_at_mut(end - start);
+    on_ranges_mut(&chunks(out.len()), 1, out, work)
+}
+
+/// `work(start, end, piece)` for each of `ranges` (consecutive, from 0), on libtorch's threads
+/// when there are several: `piece` is the part of `data` (`width` entries per index) that
+/// indices `start..end` cover.
+pub(crate) fn on_ranges_mut<T: Send, R: Send>(
+    ranges: &[(usize, usize)],
+    width: usize,
+    data: &mut [T],
+    work: impl Fn(usize, usize, &mut [T]) -> R + Sync,
+) -> Vec<R> {
+    let mut rest = data;
+    let mut pieces = Vec::with_capacity(ranges.len());
+    for &(start, end) in ranges {
+        let (piece, tail) = std::mem::take(&mut rest).split_at_mut((end - start) * width);
         rest = tail;
-        pieces.push((start, end, chunk));
+        pieces.push((start, end, piece));
     }
-    on_threads(pieces, |(start, end, chunk)| work(start, end, chunk))
+    on_threads(pieces, |(start, end, piece)| work(start, end, piece))
 }
 
 /// A piece of work: entries `start..end` of sequence `seq`.

@@ -512,7 +512,7 @@ impl CsrMatrix {
         y: &mut [f32],
         work: impl Fn(usize, usize, &mut [f32]) + Sync,
     ) {
-        on_pieces(&self.ranges_for(width), width, y, work);
+        parallel::on_ranges_mut(&self.ranges_for(width), width, y, work);
     }
 
     /// `work(start, end)` for row ranges of about equal non-zero counts, on libtorch's threads
@@ -843,28 +843,9 @@ fn gather_block(
     let ranges: Vec<(usize, usize)> = (0..parts)
         .map(|part| (cols * part / parts, cols * (part + 1) / parts))
         .collect();
-    on_pieces(&ranges, width, xt, |start, end, piece| {
+    parallel::on_ranges_mut(&ranges, width, xt, |start, end, piece| {
         inputs.gather(first, width, start..end, piece)
     });
-}
-
-/// `work(start, end, piece)` for each of `ranges` (consecutive, from 0), on libtorch's threads
-/// when there are several: `piece` is the part of `data` (`width` floats per index) that
-/// indices `start..end` cover.
-fn on_pieces(
-    ranges: &[(usize, usize)],
-    width: usize,
-    data: &mut [f32],
-    work: impl Fn(usize, usize, &mut [f32]) + Sync,
-) {
-    let mut pieces = Vec::with_capacity(ranges.len());
-    let mut rest = data;
-    for &(start, end) in ranges {
-        let (piece, tail) = std::mem::take(&mut rest).split_at_mut((end - start) * width);
-        rest = tail;
-        pieces.push((start, end, piece));
-    }
-    parallel::on_threads(pieces, |(start, end, piece)| work(start, end, piece));
 }
 
 /// Where the outputs of a product's samples go.
