@@ -985,14 +985,14 @@ unsafe fn transpose_strided(
     dst_stride: usize,
     row_bias: Option<&[f32]>,
 ) {
-    assert!(row_bias.map_or(true, |b| b.len() >= rows));
     #[cfg(all(target_arch = "x86_64", tchprune_avx512))]
     if rows >= 16 && cols >= 16 && has_avx512f() {
         const T: usize = 16;
         let (full_rows, full_cols) = (rows / T * T, cols / T * T);
-        // SAFETY: every tile lies within the `rows` by `cols` the caller promises, and the
-        // rest goes to `transpose_by_8` as two smaller transposes within it: the rows below
-        // the tiles (all columns), and the columns right of the tiles (the tiles' rows).
+        // SAFETY: every tile lies within the `rows` by `cols` the caller promises, its 16
+        // floats of bias come from a checked slice, and the rest goes to `transpose_by_8` as
+        // two smaller transposes within it: the rows below the tiles (all columns), and the
+        // columns right of the tiles (the tiles' rows).
         unsafe {
             let tile = |r0: usize, c0: usize| {
                 let bias = row_bias.map(|b| b[r0..r0 + T].as_ptr());
@@ -1065,6 +1065,7 @@ unsafe fn transpose_by_8(
     let (full_rows, full_cols) = (rows / T * T, cols / T * T);
     #[cfg(target_arch = "x86_64")]
     let avx = std::arch::is_x86_feature_detected!("avx");
+    assert!(row_bias.map_or(true, |b| b.len() >= rows));
     // Added only where there is a bias: `-0.0 + 0.0` would be `+0.0`.
     let plus_bias = |entry: f32, r: usize| row_bias.map_or(entry, |b| entry + b[r]);
     // SAFETY: every read is at `r * src_stride + c` and every write at `c * dst_stride + r`
