@@ -13,13 +13,14 @@
 //! failed pruning leaves the front end exactly as it was, also across all tensors of a global
 //! pruning.
 
-use crate::container::{all_kept, combine_masks, first_mask};
-use crate::error::{PruneError, Result};
+use crate::calibration::LayerStatistics;
+use crate::container::{all_kept, checked_mask, combine_masks, first_mask};
+use crate::error::{panic_message, PruneError, Result};
 use crate::method::global_magnitude::global_magnitude_masks;
 use crate::method::{CustomFromMask, PruningMethod, PruningType};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 /// A pruning computed and checked (its mask already on the tensor's device) but not written.
 pub struct PlannedMask {
@@ -29,6 +30,9 @@ pub struct PlannedMask {
     pub method: Arc<dyn PruningMethod>,
     /// The new `bool` mask.
     pub mask: Tensor,
+    /// New values for the stored tensor (a method that reconstructs the kept weights, like
+    /// SparseGPT), in its dtype and on its device; `None` keeps them.
+    pub values: Option<Tensor>,
 }
 
 /// Where an optimizer that knows the masks ([`MaskedAdam`](crate::optim::MaskedAdam)) finds each
@@ -58,8 +62,8 @@ pub trait MaskStore {
         self.current(path)
     }
 
-    /// Writes a planned pruning and records its method in the tensor's history. Cannot fail:
-    /// [`plan`] has checked everything.
+    /// Writes a planned pruning (its values first, when it has some) and records its method in
+    /// the tensor's history. Cannot fail: [`plan`] has checked everything.
     fn commit(&mut self, planned: PlannedMask);
 
     /// The dotted paths of every tensor that can be pruned (pruned or not), as the forward pass
@@ -163,8 +167,106 @@ pub(crate) fn plan(
             path: path.to_owned(),
             method,
             mask,
+            values: None,
         })
     })
+}
+
+/// Computes and checks what a data-aware `method` gives the tensor at `path` from the
+/// statistics of its layer's inputs (the mask, and new values when the method rewrites the kept
+/// weights), without writing it. The method sees the whole tensor and its current mask (as a
+/// `global` method does); its mask is checked like every other (shape, 0 and 1, nothing
+/// revived), its values for shape and finiteness.
+pub(crate) fn plan_calibrated(
+    store: &impl MaskStore,
+    path: &str,
+    method: Arc<dyn PruningMethod>,
+    statistics: &LayerStatistics,
+) -> Result<PlannedMask> {
+    tch::no_grad(|| {
+        let (tensor, current_mask) = store.current(path)?;
+        let columns = tensor.size().get(1).copied();
+        if tensor.dim() != 2 || columns != Some(statistics.features) {
+            return Err(PruneError::ShapeMismatch {
+                what: format!(
+                    "{}: the statistics of '{path}' are of inputs of {} features, for a weight \
+                     [out, in]",
+                    crate::method::describe(method.as_ref()),
+                    statistics.features
+                ),
+                expected: vec![
+                    tensor.size().first().copied().unwrap_or(0),
+                    statistics.features,
+                ],
+                actual: tensor.size(),
+            }
+            .at(path));
+        }
+        let default_mask = match &current_mask {
+            Some(mask) => mask.f_to_kind(Kind::Bool)?,
+            None => all_kept(&tensor)?,
+        };
+        let run = std::panic::AssertUnwindSafe(|| {
+            method.compute_calibrated(&tensor, &default_mask, statistics)
+        });
+        let calibrated = std::panic::catch_unwind(run).unwrap_or_else(|panic| {
+            Err(PruneError::MethodFailed {
+                method: method.name().to_owned(),
+                reason: format!("it panicked: {}", panic_message(panic.as_ref())),
+            })
+        });
+        let calibrated = calibrated.map_err(|e| e.at(path))?;
+        let mask = checked_mask(method.as_ref(), Ok(calibrated.mask), &default_mask)
+            .map_err(|e| e.at(path))?;
+        let values = calibrated
+            .values
+            .map(|values| checked_values(method.as_ref(), &tensor, values))
+            .transpose()
+            .map_err(|e| e.at(path))?;
+        Ok(PlannedMask {
+            path: path.to_owned(),
+            method,
+            mask,
+            values,
+        })
+    })
+}
+
+/// A method's new values for `tensor`, checked (its shape, finite where it is floating) and
+/// converted to its dtype and device.
+fn checked_values(method: &dyn PruningMethod, tensor: &Tensor, values: Tensor) -> Result<Tensor> {
+    if values.size() != tensor.size() {
+        return Err(PruneError::ShapeMismatch {
+            what: format!(
+                "{}: the new values must have the tensor's shape",
+                crate::method::describe(method)
+            ),
+            expected: tensor.size(),
+            actual: values.size(),
+        });
+    }
+    let values = values
+        .f_to_device(tensor.device())?
+        .f_to_kind(tensor.kind())?;
+    if values.is_floating_point() && values.f_isfinite()?.f_all()?.f_int64_value(&[])? == 0 {
+        return Err(PruneError::MethodFailed {
+            method: method.name().to_owned(),
+            reason: "its new values hold NaN or infinity".to_owned(),
+        });
+    }
+    Ok(values)
+}
+
+/// Prunes the tensor at `path` with a data-aware `method` and the statistics of its layer.
+pub(crate) fn apply_calibrated(
+    store: &mut impl MaskStore,
+    path: &str,
+    method: Arc<dyn PruningMethod>,
+    statistics: &LayerStatistics,
+) -> Result<()> {
+    let planned = plan_calibrated(store, path, method, statistics)?;
+    store.commit(planned);
+    Ok(())
 }
 
 /// Prunes the tensor at `path` with `method` (PyTorch's `BasePruningMethod.apply`).
@@ -204,7 +306,12 @@ pub(crate) fn restore_all(store: &mut impl MaskStore, masks: Vec<(String, Tensor
                 true => mask,
                 false => mask.f_to_device(tensor.device())?,
             };
-            Ok(PlannedMask { path, method, mask })
+            Ok(PlannedMask {
+                path,
+                method,
+                mask,
+                values: None,
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     commit_all(store, planned);
@@ -286,6 +393,7 @@ pub(crate) fn plan_global(
             path: (*path).to_owned(),
             method: Arc::new(CustomFromMask::new(&mask)?),
             mask: mask.f_to_device(device)?,
+            values: None,
         });
     }
     Ok(planned)

@@ -36,6 +36,7 @@
 #![warn(missing_docs)]
 
 mod amount;
+pub mod calibration;
 pub mod checkpoint;
 mod container;
 mod cpu;
@@ -43,6 +44,7 @@ mod engine;
 mod error;
 pub mod files;
 pub mod layers;
+pub mod llm;
 mod mask_in_place;
 pub mod method;
 mod module;

@@ -19,6 +19,7 @@
 //! ```
 
 use crate::amount::Amount;
+use crate::calibration::LayerStatistics;
 use crate::engine;
 use crate::error::Result;
 use crate::method::{
@@ -64,6 +65,19 @@ pub trait Prunable: sealed::Sealed {
         Self: Sized,
     {
         engine::global_unstructured(self, paths, method, importance_scores)
+    }
+
+    /// Prunes the tensor at `path` with a data-aware method; see [`apply_calibrated`].
+    fn prune_calibrated(
+        &mut self,
+        path: &str,
+        method: Arc<dyn PruningMethod>,
+        statistics: &LayerStatistics,
+    ) -> Result<()>
+    where
+        Self: Sized,
+    {
+        engine::apply_calibrated(self, path, method, statistics)
     }
 
     /// Makes the pruning of the tensor at `path` permanent; see [`remove`].
@@ -117,6 +131,42 @@ pub fn apply(
     importance_scores: Option<&Tensor>,
 ) -> Result<()> {
     target.prune_with(path, method, importance_scores)
+}
+
+/// Prunes the weight at `path` (`[out, in]`) with a data-aware method (Wanda, SparseGPT, a
+/// plugin's) given the statistics of its layer's inputs, collected with a
+/// [`Calibration`](crate::calibration::Calibration).
+///
+/// The method sees the whole weight (as the forward pass sees it) and its current mask, and
+/// returns a mask and, for SparseGPT, new values for the kept entries; both are checked before
+/// anything is written. The new values become the stored tensor (`P_orig` on a [`Module`], the
+/// variable on a [`VarStorePruner`](crate::VarStorePruner)), the mask the mask, and the method
+/// joins the history. On error nothing changes.
+///
+/// ```
+/// use std::sync::Arc;
+/// use tch::{nn, nn::Module as _, Device, Kind, Tensor};
+/// use tchprune::calibration::{Calibration, Needs};
+/// use tchprune::{method::SparseGpt, prune, VarStorePruner};
+///
+/// let vs = nn::VarStore::new(Device::Cpu);
+/// let calibration = Calibration::new(Needs::GRAM);
+/// let fc = calibration.linear(&(vs.root() / "fc"), 16, 8, Default::default());
+/// let _ = fc.forward(&Tensor::randn([64, 16], (Kind::Float, Device::Cpu)));
+/// let stats = calibration.statistics("fc.weight")?.unwrap();
+///
+/// let mut pruner = VarStorePruner::new(&vs);
+/// prune::apply_calibrated(&mut pruner, "fc.weight", Arc::new(SparseGpt::new(0.5, None)?), &stats)?;
+/// assert!(pruner.sparsity(&["fc.weight"])?[0].zeros >= 64);
+/// # Ok::<(), tchprune::PruneError>(())
+/// ```
+pub fn apply_calibrated(
+    target: &mut impl Prunable,
+    path: &str,
+    method: Arc<dyn PruningMethod>,
+    statistics: &LayerStatistics,
+) -> Result<()> {
+    target.prune_calibrated(path, method, statistics)
 }
 
 /// Prunes the tensors at `paths` together, as one flat set of entries: PyTorch's

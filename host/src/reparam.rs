@@ -86,6 +86,11 @@ impl MaskStore for Module {
     }
 
     fn commit(&mut self, planned: PlannedMask) {
+        if let Some(values) = &planned.values {
+            let (mut stored, _) =
+                tensor_state(self, &planned.path, false).expect("found while planning");
+            tch::no_grad(|| stored.copy_(values));
+        }
         let (module_path, name) = split_tensor_path(&planned.path);
         let module = self
             .submodule_mut(module_path)

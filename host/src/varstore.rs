@@ -485,6 +485,9 @@ impl MaskStore for VarStorePruner {
         let mut variable = self
             .variable(&planned.path)
             .expect("the variable was found while planning");
+        if let Some(values) = &planned.values {
+            tch::no_grad(|| variable.copy_(values));
+        }
         mask_in_place::mul_mask_(&mut variable, &planned.mask)
             .expect("a mask of the variable's shape, on its device");
         let generation = self.next_generation();

@@ -76,60 +76,15 @@ impl<'de> serde::Deserialize<'de> for HeaderEntries {
 /// another process meanwhile is an error, not a crash). Errors name the file and the key.
 pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
     let path = path.as_ref();
-    let corrupt = |reason: String| PruneError::InvalidFile {
-        path: path.display().to_string(),
-        reason: format!("not a readable safetensors file: {reason}"),
-    };
-    let io = |error: std::io::Error| PruneError::Io {
-        path: path.display().to_string(),
-        error,
-    };
+    let corrupt = |reason: String| corrupt(path, reason);
     let file = files::open_regular(path)?;
-    let len = file.metadata().map_err(io)?.len();
-    let read_at = |buffer: &mut [u8], offset: u64| {
-        file.read_exact_at(buffer, offset)
-            .map_err(|error| match error.kind() {
-                std::io::ErrorKind::UnexpectedEof => corrupt(format!(
-                    "it ended before byte {}: was it changed while being read?",
-                    offset + buffer.len() as u64
-                )),
-                _ => io(error),
-            })
-    };
-    if len < 8 {
-        return Err(corrupt(format!(
-            "{len} bytes, fewer than the header's 8-byte length"
-        )));
-    }
-    let mut length = [0u8; 8];
-    read_at(&mut length, 0)?;
-    let header_len = u64::from_le_bytes(length);
-    if header_len > MAX_HEADER_BYTES || header_len > len - 8 {
-        return Err(corrupt(format!(
-            "a header of {header_len} bytes, in a file of {len} bytes (at most {MAX_HEADER_BYTES})"
-        )));
-    }
-    let mut header = vec![0u8; header_len as usize];
-    read_at(&mut header, 8)?;
-    let header = std::str::from_utf8(&header)
-        .map_err(|e| corrupt(format!("the header is not UTF-8 ({e})")))?;
-    let HeaderEntries(entries) = serde_json::from_str(header.trim_end_matches(' '))
-        .map_err(|e| corrupt(format!("the header is not a JSON object ({e})")))?;
-    let mut seen = std::collections::HashSet::with_capacity(entries.len());
-    if let Some((key, _)) = entries.iter().find(|(key, _)| !seen.insert(key.as_str())) {
-        return Err(corrupt(format!("the key '{key}' appears twice")));
-    }
-    drop(seen);
-    let mut metadata = BTreeMap::new();
-    let mut infos = Vec::with_capacity(entries.len());
-    for (key, value) in entries {
-        match value.map_err(&corrupt)? {
-            HeaderEntry::Metadata(map) => metadata = map,
-            HeaderEntry::Tensor(info) => infos.push((key, info)),
-        }
-    }
-    let data_len = len - 8 - header_len;
-    check_layout(&mut infos, data_len).map_err(corrupt)?;
+    let read_at = |buffer: &mut [u8], offset: u64| read_exact_at(&file, path, buffer, offset);
+    let Header {
+        metadata,
+        infos,
+        header_len,
+        data_len,
+    } = read_header(&file, path)?;
     let data_start = 8 + header_len;
     let mut batch = ReadBatch::default();
     let mut tensors = infos
@@ -171,6 +126,95 @@ pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
         .collect::<Result<Vec<_>>>()?;
     tensors.sort_by(|(a, _), (b, _)| a.cmp(b));
     Ok(Checkpoint { tensors, metadata })
+}
+
+/// The error for a file that is not a readable safetensors file.
+fn corrupt(path: &Path, reason: String) -> PruneError {
+    PruneError::InvalidFile {
+        path: path.display().to_string(),
+        reason: format!("not a readable safetensors file: {reason}"),
+    }
+}
+
+/// Reads `buffer.len()` bytes at `offset` of `file`; a file that ends before is corrupt.
+fn read_exact_at(file: &std::fs::File, path: &Path, buffer: &mut [u8], offset: u64) -> Result<()> {
+    file.read_exact_at(buffer, offset)
+        .map_err(|error| match error.kind() {
+            std::io::ErrorKind::UnexpectedEof => corrupt(
+                path,
+                format!(
+                    "it ended before byte {}: was it changed while being read?",
+                    offset + buffer.len() as u64
+                ),
+            ),
+            _ => PruneError::Io {
+                path: path.display().to_string(),
+                error,
+            },
+        })
+}
+
+/// A safetensors header, checked: the tensors sorted by offset.
+pub(crate) struct Header {
+    /// `__metadata__`.
+    pub(crate) metadata: BTreeMap<String, String>,
+    /// The tensors by key, with their dtype, shape and offsets.
+    pub(crate) infos: Vec<(String, TensorInfo)>,
+    header_len: u64,
+    data_len: u64,
+}
+
+/// Reads and checks the header of the safetensors `file` (at `path`, for messages): bounded,
+/// each entry parsed, no duplicate key, the data laid out back to back as dtypes and shapes say.
+pub(crate) fn read_header(file: &std::fs::File, path: &Path) -> Result<Header> {
+    let corrupt = |reason: String| corrupt(path, reason);
+    let len = file
+        .metadata()
+        .map_err(|error| PruneError::Io {
+            path: path.display().to_string(),
+            error,
+        })?
+        .len();
+    if len < 8 {
+        return Err(corrupt(format!(
+            "{len} bytes, fewer than the header's 8-byte length"
+        )));
+    }
+    let mut length = [0u8; 8];
+    read_exact_at(file, path, &mut length, 0)?;
+    let header_len = u64::from_le_bytes(length);
+    if header_len > MAX_HEADER_BYTES || header_len > len - 8 {
+        return Err(corrupt(format!(
+            "a header of {header_len} bytes, in a file of {len} bytes (at most {MAX_HEADER_BYTES})"
+        )));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    read_exact_at(file, path, &mut header, 8)?;
+    let header = std::str::from_utf8(&header)
+        .map_err(|e| corrupt(format!("the header is not UTF-8 ({e})")))?;
+    let HeaderEntries(entries) = serde_json::from_str(header.trim_end_matches(' '))
+        .map_err(|e| corrupt(format!("the header is not a JSON object ({e})")))?;
+    let mut seen = std::collections::HashSet::with_capacity(entries.len());
+    if let Some((key, _)) = entries.iter().find(|(key, _)| !seen.insert(key.as_str())) {
+        return Err(corrupt(format!("the key '{key}' appears twice")));
+    }
+    drop(seen);
+    let mut metadata = BTreeMap::new();
+    let mut infos = Vec::with_capacity(entries.len());
+    for (key, value) in entries {
+        match value.map_err(&corrupt)? {
+            HeaderEntry::Metadata(map) => metadata = map,
+            HeaderEntry::Tensor(info) => infos.push((key, info)),
+        }
+    }
+    let data_len = len - 8 - header_len;
+    check_layout(&mut infos, data_len).map_err(corrupt)?;
+    Ok(Header {
+        metadata,
+        infos,
+        header_len,
+        data_len,
+    })
 }
 
 /// Tensors of up to this many bytes are read with their neighbours, this many bytes at a time:

@@ -11,6 +11,7 @@
 //! that way.
 
 mod file;
+pub mod hf;
 mod load;
 pub mod sparse_bitmask;
 mod state;

@@ -102,4 +102,28 @@ impl<'a> MethodArgs<'a> {
     pub fn norm(&self, argument: &str) -> Result<Norm> {
         Norm::from_json(self.required(argument)?).map_err(|e| self.error(argument, e.to_string()))
     }
+
+    /// An optional fraction in `[0, 1]`, `default` when absent.
+    pub fn fraction_or(&self, argument: &str, default: f64) -> Result<f64> {
+        match self.get(argument) {
+            None | Some(Value::Null) => Ok(default),
+            Some(value) => match value.as_f64() {
+                Some(f) if (0.0..=1.0).contains(&f) => Ok(f),
+                _ => Err(self.error(argument, format!("{value} is not a number in [0, 1]"))),
+            },
+        }
+    }
+
+    /// An optional `"N:M"` pattern (N of every M consecutive inputs pruned).
+    pub fn nm(&self, argument: &str) -> Result<Option<super::NmPattern>> {
+        match self.get(argument) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(text)) => super::NmPattern::parse(text)
+                .map(Some)
+                .map_err(|reason| self.error(argument, reason)),
+            Some(other) => {
+                Err(self.error(argument, format!("{other} is not a string like \"2:4\"")))
+            }
+        }
+    }
 }

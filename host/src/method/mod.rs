@@ -13,17 +13,27 @@ mod args;
 pub(crate) mod custom;
 pub(crate) mod global_magnitude;
 mod identity;
+mod magnitude;
+mod nm;
 mod radix;
 mod select;
+mod sparsegpt;
+mod sparsegpt_rows;
 pub(crate) mod structured;
 mod unstructured;
+mod wanda;
 
 pub use args::MethodArgs;
 pub use custom::CustomFromMask;
 pub use identity::Identity;
+pub use magnitude::Magnitude;
+pub use nm::NmPattern;
+pub use sparsegpt::SparseGpt;
 pub use structured::{LnStructured, Norm, RandomStructured};
 pub use unstructured::{L1Unstructured, RandomUnstructured};
+pub use wanda::Wanda;
 
+use crate::calibration::{LayerStatistics, Needs};
 use crate::error::Result;
 use std::fmt;
 use tch::Tensor;
@@ -119,6 +129,52 @@ pub trait PruningMethod: Send + Sync + fmt::Debug {
     /// pruning then ranks every tensor where it lies instead of concatenating them all.
     fn magnitude_amount(&self) -> Option<crate::Amount> {
         None
+    }
+
+    /// The statistics of the layer's inputs the method needs ([`Needs::NONE`] for a method that
+    /// looks at the tensor only). A method that needs some is applied with
+    /// [`prune::apply_calibrated`](crate::prune::apply_calibrated), which calls
+    /// [`PruningMethod::compute_calibrated`].
+    fn needs(&self) -> Needs {
+        Needs::NONE
+    }
+
+    /// For a data-aware method: the mask for the weight `t` (`[out, in]`) from `default_mask`
+    /// and the statistics of the layer's inputs, and, for a method that also rewrites the kept
+    /// weights (SparseGPT), their new values. The mask has the same rules as
+    /// [`PruningMethod::compute_mask`]'s; the values `t`'s shape (pruned entries are ignored).
+    /// The default ignores the statistics.
+    fn compute_calibrated(
+        &self,
+        t: &Tensor,
+        default_mask: &Tensor,
+        statistics: &LayerStatistics,
+    ) -> Result<Calibrated> {
+        let _ = statistics;
+        Ok(Calibrated {
+            mask: self.compute_mask(t, default_mask)?,
+            values: None,
+        })
+    }
+}
+
+/// What a data-aware method computes for one weight.
+#[derive(Debug)]
+pub struct Calibrated {
+    /// The mask, as [`PruningMethod::compute_mask`] returns it.
+    pub mask: Tensor,
+    /// New values for the weight (its kept entries), or `None` to keep them.
+    pub values: Option<Tensor>,
+}
+
+/// The error of a data-aware method applied without statistics.
+pub(crate) fn needs_statistics(method: &str) -> crate::PruneError {
+    crate::PruneError::MethodFailed {
+        method: method.to_owned(),
+        reason: "it needs the statistics of the layer's inputs: prune with \
+                 prune::apply_calibrated (or tchprune oneshot) after collecting them with a \
+                 Calibration"
+            .to_owned(),
     }
 }
 
