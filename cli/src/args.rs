@@ -114,8 +114,75 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Prune a Hugging Face Llama directory one-shot with calibration data (Wanda, SparseGPT,
+    /// magnitude) and write the pruned model as a Hugging Face directory.
+    Oneshot(OneshotArgs),
     /// Run the pruning tutorial on the built-in LeNet.
     Demo,
+}
+
+/// `tchprune oneshot`.
+#[derive(Debug, clap::Args)]
+pub struct OneshotArgs {
+    /// The model: a Hugging Face directory (config.json, model.safetensors or shards with
+    /// model.safetensors.index.json) of a LlamaForCausalLM (read only).
+    pub model: PathBuf,
+    /// The method: sparsegpt, wanda, magnitude, or a plugin's.
+    #[arg(long)]
+    pub method: String,
+    /// The fraction of each layer's weights to prune.
+    #[arg(long, conflicts_with = "nm", required_unless_present = "nm")]
+    pub sparsity: Option<f64>,
+    /// N:M sparsity instead ("2:4": 2 of every 4 consecutive inputs pruned).
+    #[arg(long, value_name = "N:M")]
+    pub nm: Option<String>,
+    /// Calibration data: text (tokenized by the model's tokenizer.json, or as bytes when the
+    /// vocabulary is the 256 byte values), or token ids (.safetensors with `input_ids`
+    /// [samples, seqlen], or .json: a list of lists of ids), used as they are.
+    #[arg(long, value_name = "FILE")]
+    pub calibration: PathBuf,
+    /// Calibration windows drawn from text.
+    #[arg(long, default_value_t = 128)]
+    pub samples: i64,
+    /// Tokens per calibration window.
+    #[arg(long, default_value_t = 256)]
+    pub seqlen: i64,
+    /// Seed of the windows' positions.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Where to write the pruned model (a new directory, written beside and renamed into place).
+    #[arg(long, short)]
+    pub output: PathBuf,
+    /// Write the weights in compressed-tensors' sparse-bitmask layout (sparse-24-bitmask for
+    /// 2:4), with the sparsity config in config.json, as llm-compressor does.
+    #[arg(long)]
+    pub compress: bool,
+    /// cpu, cuda, cuda:N, or auto (CUDA when there is one).
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// The dtype to run in: auto (config.json's), f32, bf16 or f16. Statistics and solves are
+    /// f32 whatever it is; weights are written in the checkpoint's dtype.
+    #[arg(long, default_value = "auto")]
+    pub dtype: String,
+    /// Calibration sequences per forward pass.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: i64,
+    /// SparseGPT's dampening, as a fraction of the Hessian's mean diagonal.
+    #[arg(long)]
+    pub dampening: Option<f64>,
+    /// SparseGPT's columns per block.
+    #[arg(long)]
+    pub block_size: Option<i64>,
+    /// Also write the calibration windows used (safetensors, `input_ids`), to give another tool
+    /// the same tokens.
+    #[arg(long, value_name = "FILE")]
+    pub save_calibration: Option<PathBuf>,
+    /// A plugin file (or a directory of them) with more methods; repeat for several.
+    #[arg(long = "plugin", value_name = "PATH")]
+    pub plugins: Vec<PathBuf>,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

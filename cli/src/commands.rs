@@ -52,6 +52,7 @@ pub fn run(command: Command) -> Result<()> {
             image_size,
             json,
         } => speed(&file, batch, calls, &model, image_size, json),
+        Command::Oneshot(args) => crate::oneshot::run(&args),
         Command::Demo => tchprune_examples::tutorial::run(&mut std::io::stdout().lock()),
     }
 }

@@ -278,3 +278,127 @@ pub fn config(checkpoint: &Checkpoint) -> Option<Value> {
         .get(CONFIG_KEY)
         .and_then(|json| serde_json::from_str(json).ok())
 }
+
+/// The compressed-tensors layouts of sparse weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SparseFormat {
+    /// `sparse-bitmask`: any sparsity; `.shape`, `.compressed` (1-d), `.bitmask`, `.row_offsets`.
+    Bitmask,
+    /// `sparse-24-bitmask`: 2:4 along each row; `.shape` (`[2, 1]`), `.compressed`
+    /// (`[rows, cols / 2]`), `.bitmask`.
+    TwoFourBitmask,
+}
+
+impl SparseFormat {
+    /// compressed-tensors' name of the format.
+    pub fn name(self) -> &'static str {
+        match self {
+            SparseFormat::Bitmask => FORMAT,
+            SparseFormat::TwoFourBitmask => "sparse-24-bitmask",
+        }
+    }
+}
+
+/// Compresses, in `tensors`, each 2-d floating weight whose key `target` accepts, in `format`
+/// (other tensors stay); returns the zeros and entries of the compressed weights. A weight that
+/// is not 2:4 sparse refuses the 2:4 format, naming it.
+pub fn compress_weights(
+    tensors: &mut Vec<(String, Tensor)>,
+    target: impl Fn(&str) -> bool,
+    format: SparseFormat,
+) -> Result<(i64, i64)> {
+    let (mut zeros, mut total) = (0i64, 0i64);
+    let mut out = Vec::with_capacity(tensors.len() * 3);
+    for (name, t) in std::mem::take(tensors) {
+        let size = t.size();
+        if !(target(&name) && size.len() == 2 && compressible(&name, &size, t.kind())) {
+            out.push((name, t));
+            continue;
+        }
+        let prefix = name[..name.len() - ".weight".len()].to_owned();
+        let flat = t.f_to_device(Device::Cpu)?.f_contiguous()?;
+        let nonzeros = flat.f_ne(0)?.f_sum(Kind::Int64)?.f_int64_value(&[])?;
+        zeros += flat.numel() as i64 - nonzeros;
+        total += flat.numel() as i64;
+        match format {
+            SparseFormat::Bitmask => {
+                let (compressed, bitmask, row_offsets, _) = compress_2d(&flat)?;
+                let shape = Tensor::from_slice(&size);
+                for (part, value) in PARTS.iter().zip([shape, compressed, bitmask, row_offsets]) {
+                    out.push((format!("{prefix}.{part}"), value));
+                }
+            }
+            SparseFormat::TwoFourBitmask => {
+                let (rows, cols) = (size[0], size[1]);
+                let groups = flat.f_reshape([-1, 4]).map_err(|_| {
+                    PruneError::InvalidCheckpoint(format!("'{name}': {size:?} has no whole groups of 4 for 2:4"))
+                })?;
+                if cols % 4 != 0 {
+                    return Err(PruneError::InvalidCheckpoint(format!(
+                        "'{name}': rows of {cols} entries have no whole groups of 4 for 2:4"
+                    )));
+                }
+                let crowded = groups.f_ne(0)?.f_sum_dim_intlist(1, false, Kind::Int64)?.f_gt(2)?;
+                if crowded.f_any()?.f_int64_value(&[])? != 0 {
+                    return Err(PruneError::InvalidCheckpoint(format!(
+                        "'{name}' is not 2:4 sparse (a group of 4 holds more than 2 non-zeros)"
+                    )));
+                }
+                // compressed-tensors keeps the two largest magnitudes of each group.
+                let (_, top) = groups.f_abs()?.f_topk(2, 1, true, true)?;
+                let keep = Tensor::f_zeros([groups.size()[0], 4], (Kind::Bool, Device::Cpu))?
+                    .f_scatter_value(1, &top, 1)?
+                    .f_reshape([rows, cols])?;
+                let values = flat.f_masked_select(&keep)?.f_reshape([rows, cols / 2])?;
+                let bitmask = pack_rows(&keep)?;
+                let shape = Tensor::from_slice(&size).f_reshape([-1, 1])?;
+                for (part, value) in ["shape", "compressed", "bitmask"].iter().zip([shape, values, bitmask]) {
+                    out.push((format!("{prefix}.{part}"), value));
+                }
+            }
+        }
+    }
+    out.sort_by(|(a, _), (b, _)| a.cmp(b));
+    *tensors = out;
+    Ok((zeros, total))
+}
+
+/// A `bool` `[rows, cols]` tensor's bits packed along each row, little bit order:
+/// `[rows, ceil(cols / 8)]` uint8.
+fn pack_rows(keep: &Tensor) -> Result<Tensor> {
+    let (rows, cols) = keep.size2()?;
+    let bytes_per_row = (cols + 7) / 8;
+    let bits = Vec::<bool>::try_from(keep.f_reshape([-1])?)?;
+    let mut packed = vec![0u8; (rows * bytes_per_row) as usize];
+    for (row, out) in bits.chunks(cols.max(1) as usize).zip(packed.chunks_mut(bytes_per_row.max(1) as usize)) {
+        for (i, &on) in row.iter().enumerate() {
+            if on {
+                out[i / 8] |= 1 << (i % 8);
+            }
+        }
+    }
+    Ok(Tensor::from_slice(&packed).f_reshape([rows, bytes_per_row])?)
+}
+
+/// The `quantization_config` entry compressed-tensors 0.12.2 writes in `config.json` for a
+/// model whose `targets` layers (class names, like `"Linear"`) are compressed in `format`,
+/// `ignore` left dense.
+pub fn quantization_config(format: SparseFormat, global_sparsity: f64, targets: &[&str], ignore: &[&str]) -> Value {
+    let structure = match format {
+        SparseFormat::Bitmask => "unstructured",
+        SparseFormat::TwoFourBitmask => "2:4",
+    };
+    json!({
+        "quant_method": "compressed-tensors",
+        "version": "0.12.2",
+        "sparsity_config": {
+            "format": format.name(),
+            "global_sparsity": global_sparsity,
+            "sparsity_structure": structure,
+            "targets": targets,
+            "ignore": ignore,
+            "registry_requires_subclass": false,
+        },
+        "transform_config": {},
+    })
+}

@@ -9,6 +9,7 @@
 use super::config::LlamaConfig;
 use super::llama::Llama;
 use crate::checkpoint::hf::HfDirectory;
+use crate::checkpoint::sparse_bitmask::{compress_weights, quantization_config, SparseFormat};
 use crate::checkpoint::Checkpoint;
 use crate::error::{PruneError, Result};
 use std::collections::HashSet;
@@ -156,6 +157,33 @@ impl LoadedLlama {
                         .f_to_kind(kind)?;
                 }
             }
+            Ok(checkpoint)
+        })
+    }
+
+    /// Like [`LoadedLlama::save`], with the decoder blocks' Linear weights in compressed-tensors'
+    /// `format` and its `quantization_config` added to `config.json` (targets `Linear`, `lm_head`
+    /// ignored), as llm-compressor writes a sparse model: compressed-tensors' `ModelCompressor`
+    /// restores the dense weights.
+    pub fn save_compressed(&self, output: impl AsRef<Path>, format: SparseFormat) -> Result<()> {
+        let variables = self.vs.variables();
+        let (zeros, total) = variables.values().fold((0i64, 0i64), |(z, n), v| {
+            let zeros = v.eq(0.0).sum(Kind::Int64).int64_value(&[]);
+            (z + zeros, n + v.numel() as i64)
+        });
+        let global = if total == 0 { 0.0 } else { zeros as f64 / total as f64 };
+        let mut config = self.source.config().cloned().unwrap_or_else(|| self.model.config().to_json());
+        config["quantization_config"] = quantization_config(format, global, &["Linear"], &["lm_head"]);
+        let is_target = |key: &str| key.starts_with("model.layers.") && key.ends_with("_proj.weight");
+        self.source.write_like(output, Some(&config), |shard| {
+            let mut checkpoint = self.source.read_shard(shard)?;
+            for (key, tensor) in &mut checkpoint.tensors {
+                if let Some(variable) = variables.get(key) {
+                    let kind = tensor.kind();
+                    *tensor = variable.detach().f_to_device(Device::Cpu)?.f_to_kind(kind)?;
+                }
+            }
+            compress_weights(&mut checkpoint.tensors, is_target, format)?;
             Ok(checkpoint)
         })
     }
