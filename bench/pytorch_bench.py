@@ -429,6 +429,85 @@ def semi_structured(n, batch, calls):
     return {"dense_seconds": dense, "sparse_seconds": sparse_seconds}
 
 
+def oneshot_reference():
+    """host/tests/oracle/oneshot_reference.py (or the copy beside this script on the GPU machine)."""
+    import importlib.util
+    import os
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    for path in (os.path.join(here, "oneshot_reference.py"),
+                 os.path.join(here, "..", "host", "tests", "oracle", "oneshot_reference.py")):
+        if os.path.exists(path):
+            spec = importlib.util.spec_from_file_location("oneshot_reference", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module
+    raise FileNotFoundError("oneshot_reference.py")
+
+
+def oneshot_llama(method, device, runs):
+    """The layer-sequential driver on the example's byte-level Llama (random weights), 128
+    windows of 256 tokens: llm-compressor's `oneshot` where its venv is given
+    (TCHPRUNE_LLMC_PYTHON, scripts/llmcompressor_venv.sh), else the PyTorch reference."""
+    import os
+    import subprocess
+    import tempfile
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    reference = oneshot_reference()
+    config = LlamaConfig(vocab_size=256, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
+                         rms_norm_eps=1e-5, tie_word_embeddings=False)
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    ids = torch.randint(256, (128, 256)).to(device)
+
+    def setup():
+        torch.manual_seed(1)
+        return LlamaForCausalLM(config).to(device).eval()
+
+    llmc = os.environ.get("TCHPRUNE_LLMC_PYTHON")
+    if llmc and device == "cpu":
+        from safetensors.torch import save_file
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "llmcompressor_bench.py")
+        with tempfile.TemporaryDirectory() as scratch:
+            model_dir = os.path.join(scratch, "model")
+            setup().save_pretrained(model_dir)
+            ids_file = os.path.join(scratch, "ids.safetensors")
+            save_file({"input_ids": ids.cpu().contiguous()}, ids_file)
+            times = []
+            for _ in range(runs):
+                out = subprocess.run([llmc, script, model_dir, ids_file, method, "0.5", "none",
+                                      os.path.join(scratch, "out.safetensors")],
+                                     check=True, capture_output=True, text=True)
+                times.append(json.loads(out.stdout.strip().splitlines()[-1])["seconds"])
+        return {"seconds": statistics.median(times), "peer": "llm-compressor 0.14.0.1"}
+    seconds = median_time(setup, lambda model: reference.oneshot(model, ids, method, 0.5, 0, 0), runs)
+    return {"seconds": seconds, "peer": "PyTorch reference of the driver"}
+
+
+def sparsegpt_layer(two_four, device, runs):
+    """The reference's SparseGPT solve of a [4096, 11008] weight given its Hessian."""
+    reference = oneshot_reference()
+    torch.manual_seed(0)
+    tokens = 4096 if device == "cpu" else 16384
+    weight = torch.randn(4096, 11008, device=device)
+    x = torch.randn(tokens, 11008, device=device)
+    gram = x.t() @ x
+    del x
+    n, m = (2, 4) if two_four else (0, 0)
+
+    def run(_):
+        reference.sparsegpt(weight, gram, 0.5, n, m)
+        if device != "cpu":
+            torch.cuda.synchronize()
+
+    if device != "cpu":
+        run(None)
+    return {"seconds": median_time(lambda: None, run, runs)}
+
+
 # Calls per timed run of the CPU sparse rows: as many as tchprune-bench takes
 # (SPARSE_CALLS_PER_RUN in workloads.rs).
 SPARSE_CALLS_PER_RUN = 40
@@ -499,6 +578,13 @@ def workloads(runs):
         "global_resnet50_cuda": lambda: cuda_run(
             lambda: module_tree([(k, t.cuda()) for k, t in resnet50_tensors()])[1],
             lambda params: prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=0.8), slow),
+        "oneshot_wanda_llama": lambda: oneshot_llama("wanda", "cpu", slow),
+        "oneshot_sparsegpt_llama": lambda: oneshot_llama("sparsegpt", "cpu", slow),
+        "sparsegpt_layer_4096x11008": lambda: sparsegpt_layer(False, "cpu", 1),
+        "oneshot_wanda_llama_cuda": lambda: oneshot_llama("wanda", "cuda", slow),
+        "oneshot_sparsegpt_llama_cuda": lambda: oneshot_llama("sparsegpt", "cuda", slow),
+        "sparsegpt_layer_4096x11008_cuda": lambda: sparsegpt_layer(False, "cuda", slow),
+        "sparsegpt_layer_4096x11008_24_cuda": lambda: sparsegpt_layer(True, "cuda", slow),
         "semi_structured_4096_b4096": lambda: semi_structured(4096, 4096, runs * 4),
         "semi_structured_8192_b8192": lambda: semi_structured(8192, 8192, runs * 4),
         "semi_structured_16384_b4096": lambda: semi_structured(16384, 4096, runs * 4),

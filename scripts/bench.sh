@@ -7,4 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/bootstrap.sh
+# llm-compressor, the peer of the one-shot rows, in a venv of its own (a few GB the first time).
+TCHPRUNE_LLMC_PYTHON="$(./scripts/llmcompressor_venv.sh)" || TCHPRUNE_LLMC_PYTHON=""
+export TCHPRUNE_LLMC_PYTHON
 cargo run --release -p tchprune-bench -- "$@"

@@ -3,6 +3,7 @@
 //! and Markdown. A benchmark, not a test: nothing here fails on a missed target.
 
 mod huge;
+mod oneshot;
 mod report;
 mod workloads;
 

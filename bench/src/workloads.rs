@@ -514,6 +514,25 @@ pub fn run(id: &str, runs: usize) -> Result<Value> {
         "sparse_mlp_95_b8" => sparse_mlp(8, Kind::Float, sparse_calls),
         "sparse_mlp_95_bf16" => sparse_mlp(1, Kind::BFloat16, sparse_calls),
         "sparse_mlp_95_bf16_b8" => sparse_mlp(8, Kind::BFloat16, sparse_calls),
+        id if id.starts_with("oneshot_") => {
+            // oneshot_{method}_llama[_cuda]
+            let device = if id.ends_with("_cuda") {
+                Device::Cuda(0)
+            } else {
+                Device::Cpu
+            };
+            let method = id["oneshot_".len()..].split('_').next().unwrap_or("");
+            crate::oneshot::llama(method, device, slow)
+        }
+        id if id.starts_with("sparsegpt_layer_") => {
+            let device = if id.ends_with("_cuda") {
+                Device::Cuda(0)
+            } else {
+                Device::Cpu
+            };
+            let runs = if device == Device::Cpu { 1 } else { slow };
+            crate::oneshot::layer(id.contains("_24"), device, runs)
+        }
         other => anyhow::bail!("unknown workload {other}"),
     })
 }

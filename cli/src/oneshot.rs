@@ -10,8 +10,8 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
-use tchprune::llm::{self, Llama, OneshotOptions};
 use tchprune::checkpoint::sparse_bitmask::SparseFormat;
+use tchprune::llm::{self, Llama, OneshotOptions};
 use tchprune::VarStorePruner;
 
 /// The largest calibration file read (text or ids).
@@ -22,15 +22,20 @@ pub fn run(args: &OneshotArgs) -> Result<()> {
     let device = device(&args.device)?;
     let kind = match args.dtype.as_str() {
         "auto" => None,
-        name => Some(llm::kind_from_name(name).with_context(|| {
-            format!("--dtype {name}: expected auto, f32, bf16 or f16")
-        })?),
+        name => Some(
+            llm::kind_from_name(name)
+                .with_context(|| format!("--dtype {name}: expected auto, f32, bf16 or f16"))?,
+        ),
     };
     let method = build_method(args)?;
     let loaded = Llama::from_directory(&args.model, kind, device)?;
     let ids = calibration_ids(args, loaded.source.root(), loaded.model.config().vocab_size)?;
     if let Some(path) = &args.save_calibration {
-        tchprune::checkpoint::write(&[("input_ids".to_owned(), ids.shallow_clone())], &Default::default(), path)?;
+        tchprune::checkpoint::write(
+            &[("input_ids".to_owned(), ids.shallow_clone())],
+            &Default::default(),
+            path,
+        )?;
     }
     let mut pruner = VarStorePruner::new(&loaded.vs);
     let bar = progress_bar(args.quiet, loaded.model.blocks().len());
@@ -77,7 +82,10 @@ fn device(name: &str) -> Result<Device> {
         "auto" => Device::cuda_if_available(),
         "cpu" => Device::Cpu,
         "cuda" => Device::Cuda(0),
-        other => match other.strip_prefix("cuda:").and_then(|i| i.parse::<usize>().ok()) {
+        other => match other
+            .strip_prefix("cuda:")
+            .and_then(|i| i.parse::<usize>().ok())
+        {
             Some(i) => Device::Cuda(i),
             None => bail!("--device {other}: expected auto, cpu, cuda or cuda:N"),
         },
@@ -119,7 +127,11 @@ fn calibration_ids(args: &OneshotArgs, model_dir: &Path, vocab: i64) -> Result<T
             .find(|(k, _)| k == "input_ids")
             .with_context(|| format!("{name}: no tensor 'input_ids'"))?;
         if ids.dim() != 2 || !matches!(ids.kind(), Kind::Int64 | Kind::Int) {
-            bail!("{name}: 'input_ids' must be integer [samples, seqlen], got {:?} {:?}", ids.kind(), ids.size());
+            bail!(
+                "{name}: 'input_ids' must be integer [samples, seqlen], got {:?} {:?}",
+                ids.kind(),
+                ids.size()
+            );
         }
         ids.to_kind(Kind::Int64)
     } else if name.ends_with(".json") {

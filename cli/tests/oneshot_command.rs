@@ -41,25 +41,68 @@ fn writes_a_directory_transformers_loads() {
     let scratch = tempfile::tempdir().unwrap();
     let input = scratch.path().join("model");
     model_dir(&input);
-    let shards = std::fs::read_dir(&input).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".safetensors")).count();
+    let shards = std::fs::read_dir(&input)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".safetensors")
+        })
+        .count();
     assert!(shards >= 3, "{shards} shards");
     let text = calibration_text(scratch.path());
-    let run = tchprune_in(scratch.path(), &[
-        "oneshot", "model", "--method", "sparsegpt", "--sparsity", "0.5", "--calibration",
-        text.to_str().unwrap(), "--samples", "16", "--seqlen", "32", "-o", "pruned",
-        "--save-calibration", "windows.safetensors", "--device", "cpu",
-    ]);
+    let run = tchprune_in(
+        scratch.path(),
+        &[
+            "oneshot",
+            "model",
+            "--method",
+            "sparsegpt",
+            "--sparsity",
+            "0.5",
+            "--calibration",
+            text.to_str().unwrap(),
+            "--samples",
+            "16",
+            "--seqlen",
+            "32",
+            "-o",
+            "pruned",
+            "--save-calibration",
+            "windows.safetensors",
+            "--device",
+            "cpu",
+        ],
+    );
     assert!(run.success, "{}", run.stderr);
-    assert!(run.stdout.contains("14 layers of 2 blocks pruned with sparsegpt"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("14 layers of 2 blocks pruned with sparsegpt"),
+        "{}",
+        run.stdout
+    );
     let out = scratch.path().join("pruned");
     // The same layout, the other files copied.
     for entry in std::fs::read_dir(&input).unwrap() {
         let name = entry.unwrap().file_name();
         assert!(out.join(&name).exists(), "{name:?} missing");
     }
-    assert_eq!(std::fs::read(out.join("README.md")).unwrap(), b"a tiny model\n");
-    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("model.safetensors.index.json")).unwrap()).unwrap();
-    let total: u64 = tchprune::checkpoint::hf::HfDirectory::open(&out).unwrap().read_all().unwrap().iter().map(|(_, t)| (t.numel() * 4) as u64).sum();
+    assert_eq!(
+        std::fs::read(out.join("README.md")).unwrap(),
+        b"a tiny model\n"
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("model.safetensors.index.json")).unwrap())
+            .unwrap();
+    let total: u64 = tchprune::checkpoint::hf::HfDirectory::open(&out)
+        .unwrap()
+        .read_all()
+        .unwrap()
+        .iter()
+        .map(|(_, t)| (t.numel() * 4) as u64)
+        .sum();
     assert_eq!(index["metadata"]["total_size"], total);
     // transformers loads it; every projection is half zeros.
     let dense = scratch.path().join("dense.safetensors");
@@ -68,19 +111,47 @@ fn writes_a_directory_transformers_loads() {
     assert_eq!(weights.len(), 14);
     for (key, w) in &weights {
         let zeros = w.eq(0.0).sum(Kind::Int64).int64_value(&[]);
-        assert!(zeros * 2 >= w.numel() as i64, "{key}: {zeros} zeros of {}", w.numel());
+        assert!(
+            zeros * 2 >= w.numel() as i64,
+            "{key}: {zeros} zeros of {}",
+            w.numel()
+        );
     }
     // The input is unchanged, no temporary is left beside the output.
-    assert!(std::fs::read_dir(scratch.path()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with('.')));
+    assert!(std::fs::read_dir(scratch.path()).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with('.')));
 
     // The same windows given as ids give the same weights.
-    let run = tchprune_in(scratch.path(), &[
-        "oneshot", "model", "--method", "sparsegpt", "--sparsity", "0.5", "--calibration",
-        "windows.safetensors", "-o", "again", "--device", "cpu", "--quiet",
-    ]);
+    let run = tchprune_in(
+        scratch.path(),
+        &[
+            "oneshot",
+            "model",
+            "--method",
+            "sparsegpt",
+            "--sparsity",
+            "0.5",
+            "--calibration",
+            "windows.safetensors",
+            "-o",
+            "again",
+            "--device",
+            "cpu",
+            "--quiet",
+        ],
+    );
     assert!(run.success, "{}", run.stderr);
-    let first = tchprune::checkpoint::hf::HfDirectory::open(&out).unwrap().read_all().unwrap();
-    let second = tchprune::checkpoint::hf::HfDirectory::open(scratch.path().join("again")).unwrap().read_all().unwrap();
+    let first = tchprune::checkpoint::hf::HfDirectory::open(&out)
+        .unwrap()
+        .read_all()
+        .unwrap();
+    let second = tchprune::checkpoint::hf::HfDirectory::open(scratch.path().join("again"))
+        .unwrap()
+        .read_all()
+        .unwrap();
     for ((k1, a), (k2, b)) in first.iter().zip(&second) {
         assert_eq!(k1, k2);
         assert!(a.equal(b), "{k1} differs");
@@ -94,10 +165,27 @@ fn compressed_output_decompresses_to_the_same_weights() {
     model_dir(&input);
     let text = calibration_text(scratch.path());
     for (args, format) in [
-        (vec!["--nm", "2:4", "--method", "wanda"], "sparse-24-bitmask"),
-        (vec!["--sparsity", "0.6", "--method", "sparsegpt"], "sparse-bitmask"),
+        (
+            vec!["--nm", "2:4", "--method", "wanda"],
+            "sparse-24-bitmask",
+        ),
+        (
+            vec!["--sparsity", "0.6", "--method", "sparsegpt"],
+            "sparse-bitmask",
+        ),
     ] {
-        let mut common_args = vec!["oneshot", "model", "--calibration", text.to_str().unwrap(), "--samples", "8", "--seqlen", "32", "--device", "cpu"];
+        let mut common_args = vec![
+            "oneshot",
+            "model",
+            "--calibration",
+            text.to_str().unwrap(),
+            "--samples",
+            "8",
+            "--seqlen",
+            "32",
+            "--device",
+            "cpu",
+        ];
         common_args.extend(&args);
         let dense_dir = format!("dense-{format}");
         let compressed_dir = format!("compressed-{format}");
@@ -108,14 +196,34 @@ fn compressed_output_decompresses_to_the_same_weights() {
         compressed_args.extend(["-o", &compressed_dir, "--compress"]);
         let run = tchprune_in(scratch.path(), &compressed_args);
         assert!(run.success, "{}", run.stderr);
-        let config: serde_json::Value = serde_json::from_slice(&std::fs::read(scratch.path().join(&compressed_dir).join("config.json")).unwrap()).unwrap();
+        let config: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(scratch.path().join(&compressed_dir).join("config.json")).unwrap(),
+        )
+        .unwrap();
         let sparsity = &config["quantization_config"]["sparsity_config"];
         assert_eq!(sparsity["format"], format);
-        assert_eq!(config["quantization_config"]["quant_method"], "compressed-tensors");
+        assert_eq!(
+            config["quantization_config"]["quant_method"],
+            "compressed-tensors"
+        );
         let restored = scratch.path().join(format!("{format}.safetensors"));
-        run_oracle("hf_directory.py", &[Path::new("decompress"), &scratch.path().join(&compressed_dir), &restored]);
+        run_oracle(
+            "hf_directory.py",
+            &[
+                Path::new("decompress"),
+                &scratch.path().join(&compressed_dir),
+                &restored,
+            ],
+        );
         let expected = scratch.path().join(format!("{format}-dense.safetensors"));
-        run_oracle("hf_directory.py", &[Path::new("dense"), &scratch.path().join(&dense_dir), &expected]);
+        run_oracle(
+            "hf_directory.py",
+            &[
+                Path::new("dense"),
+                &scratch.path().join(&dense_dir),
+                &expected,
+            ],
+        );
         let (restored, expected) = (projections(&restored), projections(&expected));
         assert_eq!(restored.len(), 14);
         for ((k1, a), (k2, b)) in restored.iter().zip(&expected) {
@@ -131,16 +239,43 @@ fn errors_name_the_problem_and_write_nothing() {
     model_dir(&scratch.path().join("model"));
     let text = calibration_text(scratch.path());
     let ids = Tensor::from_slice(&[1i64, 2, 300, 4]).view([1, 4]);
-    common::write(&scratch.path().join("bad-ids.safetensors"), &[("input_ids", &ids)]);
+    common::write(
+        &scratch.path().join("bad-ids.safetensors"),
+        &[("input_ids", &ids)],
+    );
     let cases: [(Vec<&str>, &str); 5] = [
-        (vec!["--calibration", "missing.txt", "--sparsity", "0.5"], "missing.txt"),
-        (vec!["--calibration", "bad-ids.safetensors", "--sparsity", "0.5"], "outside the vocabulary of 256"),
-        (vec!["--calibration", text.to_str().unwrap(), "--sparsity", "0.5", "--seqlen", "100000000"], "cannot be drawn"),
-        (vec!["--calibration", text.to_str().unwrap(), "--nm", "4:2"], "'4:2'"),
-        (vec!["--calibration", text.to_str().unwrap(), "--sparsity", "1.5"], "sparsity"),
+        (
+            vec!["--calibration", "missing.txt", "--sparsity", "0.5"],
+            "missing.txt",
+        ),
+        (
+            vec!["--calibration", "bad-ids.safetensors", "--sparsity", "0.5"],
+            "outside the vocabulary of 256",
+        ),
+        (
+            vec![
+                "--calibration",
+                text.to_str().unwrap(),
+                "--sparsity",
+                "0.5",
+                "--seqlen",
+                "100000000",
+            ],
+            "cannot be drawn",
+        ),
+        (
+            vec!["--calibration", text.to_str().unwrap(), "--nm", "4:2"],
+            "'4:2'",
+        ),
+        (
+            vec!["--calibration", text.to_str().unwrap(), "--sparsity", "1.5"],
+            "sparsity",
+        ),
     ];
     for (args, expected) in cases {
-        let mut all = vec!["oneshot", "model", "--method", "wanda", "-o", "out", "--device", "cpu"];
+        let mut all = vec![
+            "oneshot", "model", "--method", "wanda", "-o", "out", "--device", "cpu",
+        ];
         all.extend(&args);
         let run = tchprune_in(scratch.path(), &all);
         assert!(!run.success, "{args:?} succeeded");
@@ -151,7 +286,30 @@ fn errors_name_the_problem_and_write_nothing() {
     // An existing output is refused.
     std::fs::create_dir(scratch.path().join("taken")).unwrap();
     std::fs::write(scratch.path().join("taken/x"), "keep").unwrap();
-    let run = tchprune_in(scratch.path(), &["oneshot", "model", "--method", "magnitude", "--sparsity", "0.5", "--calibration", text.to_str().unwrap(), "-o", "taken", "--device", "cpu"]);
-    assert!(!run.success && run.stderr.contains("exists already"), "{}", run.stderr);
-    assert_eq!(std::fs::read(scratch.path().join("taken/x")).unwrap(), b"keep");
+    let run = tchprune_in(
+        scratch.path(),
+        &[
+            "oneshot",
+            "model",
+            "--method",
+            "magnitude",
+            "--sparsity",
+            "0.5",
+            "--calibration",
+            text.to_str().unwrap(),
+            "-o",
+            "taken",
+            "--device",
+            "cpu",
+        ],
+    );
+    assert!(
+        !run.success && run.stderr.contains("exists already"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        std::fs::read(scratch.path().join("taken/x")).unwrap(),
+        b"keep"
+    );
 }

@@ -6,8 +6,10 @@
 
 #![warn(missing_docs)]
 
+pub mod corpus;
 pub mod data;
 pub mod fashion;
 pub mod foobar;
 pub mod tch_model;
+pub mod tiny_llm;
 pub mod tutorial;

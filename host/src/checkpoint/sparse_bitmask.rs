@@ -331,14 +331,19 @@ pub fn compress_weights(
             SparseFormat::TwoFourBitmask => {
                 let (rows, cols) = (size[0], size[1]);
                 let groups = flat.f_reshape([-1, 4]).map_err(|_| {
-                    PruneError::InvalidCheckpoint(format!("'{name}': {size:?} has no whole groups of 4 for 2:4"))
+                    PruneError::InvalidCheckpoint(format!(
+                        "'{name}': {size:?} has no whole groups of 4 for 2:4"
+                    ))
                 })?;
                 if cols % 4 != 0 {
                     return Err(PruneError::InvalidCheckpoint(format!(
                         "'{name}': rows of {cols} entries have no whole groups of 4 for 2:4"
                     )));
                 }
-                let crowded = groups.f_ne(0)?.f_sum_dim_intlist(1, false, Kind::Int64)?.f_gt(2)?;
+                let crowded = groups
+                    .f_ne(0)?
+                    .f_sum_dim_intlist(1, false, Kind::Int64)?
+                    .f_gt(2)?;
                 if crowded.f_any()?.f_int64_value(&[])? != 0 {
                     return Err(PruneError::InvalidCheckpoint(format!(
                         "'{name}' is not 2:4 sparse (a group of 4 holds more than 2 non-zeros)"
@@ -352,7 +357,10 @@ pub fn compress_weights(
                 let values = flat.f_masked_select(&keep)?.f_reshape([rows, cols / 2])?;
                 let bitmask = pack_rows(&keep)?;
                 let shape = Tensor::from_slice(&size).f_reshape([-1, 1])?;
-                for (part, value) in ["shape", "compressed", "bitmask"].iter().zip([shape, values, bitmask]) {
+                for (part, value) in ["shape", "compressed", "bitmask"]
+                    .iter()
+                    .zip([shape, values, bitmask])
+                {
                     out.push((format!("{prefix}.{part}"), value));
                 }
             }
@@ -370,7 +378,10 @@ fn pack_rows(keep: &Tensor) -> Result<Tensor> {
     let bytes_per_row = (cols + 7) / 8;
     let bits = Vec::<bool>::try_from(keep.f_reshape([-1])?)?;
     let mut packed = vec![0u8; (rows * bytes_per_row) as usize];
-    for (row, out) in bits.chunks(cols.max(1) as usize).zip(packed.chunks_mut(bytes_per_row.max(1) as usize)) {
+    for (row, out) in bits
+        .chunks(cols.max(1) as usize)
+        .zip(packed.chunks_mut(bytes_per_row.max(1) as usize))
+    {
         for (i, &on) in row.iter().enumerate() {
             if on {
                 out[i / 8] |= 1 << (i % 8);
@@ -383,7 +394,12 @@ fn pack_rows(keep: &Tensor) -> Result<Tensor> {
 /// The `quantization_config` entry compressed-tensors 0.12.2 writes in `config.json` for a
 /// model whose `targets` layers (class names, like `"Linear"`) are compressed in `format`,
 /// `ignore` left dense.
-pub fn quantization_config(format: SparseFormat, global_sparsity: f64, targets: &[&str], ignore: &[&str]) -> Value {
+pub fn quantization_config(
+    format: SparseFormat,
+    global_sparsity: f64,
+    targets: &[&str],
+    ignore: &[&str],
+) -> Value {
     let structure = match format {
         SparseFormat::Bitmask => "unstructured",
         SparseFormat::TwoFourBitmask => "2:4",

@@ -165,18 +165,28 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    fn forward(&self, x: &Tensor, calibration: Option<&Calibration>) -> Tensor {
-        if let Some(c) = calibration {
-            c.observe(&[&self.gate_proj.weight_path, &self.up_proj.weight_path], x);
-        }
-        let gate = self.gate_proj.forward(x);
-        let gate = match self.act.as_str() {
+    /// Records the inputs of the three projections without computing the down projection
+    /// (what a calibration pass needs of the MLP: its output is thrown away).
+    fn observe(&self, x: &Tensor, calibration: &Calibration) {
+        calibration.observe(&[&self.gate_proj.weight_path, &self.up_proj.weight_path], x);
+        let hidden = self.activation(self.gate_proj.forward(x)) * self.up_proj.forward(x);
+        calibration.observe(&[&self.down_proj.weight_path], &hidden);
+    }
+
+    fn activation(&self, gate: Tensor) -> Tensor {
+        match self.act.as_str() {
             "gelu" => gate.gelu("none"),
             "gelu_pytorch_tanh" => gate.gelu("tanh"),
             "relu" => gate.relu(),
             _ => gate.silu(),
-        };
-        let hidden = gate * self.up_proj.forward(x);
+        }
+    }
+
+    fn forward(&self, x: &Tensor, calibration: Option<&Calibration>) -> Tensor {
+        if let Some(c) = calibration {
+            c.observe(&[&self.gate_proj.weight_path, &self.up_proj.weight_path], x);
+        }
+        let hidden = self.activation(self.gate_proj.forward(x)) * self.up_proj.forward(x);
         if let Some(c) = calibration {
             c.observe(&[&self.down_proj.weight_path], &hidden);
         }
@@ -206,6 +216,17 @@ impl DecoderBlock {
             .mlp
             .forward(&self.post_attention_layernorm.forward(&h), calibration);
         h + mlp
+    }
+
+    /// Records the inputs of the block's seven Linear layers for hidden states `x`, without the
+    /// block's output (the MLP's down projection is not computed): a calibration pass.
+    pub fn observe(&self, x: &Tensor, rope: &Rope, calibration: &Calibration) {
+        let h =
+            x + self
+                .self_attn
+                .forward(&self.input_layernorm.forward(x), rope, Some(calibration));
+        self.mlp
+            .observe(&self.post_attention_layernorm.forward(&h), calibration);
     }
 
     /// The block's Linear layers, in the order of [`LINEARS`](super::config).

@@ -171,16 +171,29 @@ impl LoadedLlama {
             let zeros = v.eq(0.0).sum(Kind::Int64).int64_value(&[]);
             (z + zeros, n + v.numel() as i64)
         });
-        let global = if total == 0 { 0.0 } else { zeros as f64 / total as f64 };
-        let mut config = self.source.config().cloned().unwrap_or_else(|| self.model.config().to_json());
-        config["quantization_config"] = quantization_config(format, global, &["Linear"], &["lm_head"]);
-        let is_target = |key: &str| key.starts_with("model.layers.") && key.ends_with("_proj.weight");
+        let global = if total == 0 {
+            0.0
+        } else {
+            zeros as f64 / total as f64
+        };
+        let mut config = self
+            .source
+            .config()
+            .cloned()
+            .unwrap_or_else(|| self.model.config().to_json());
+        config["quantization_config"] =
+            quantization_config(format, global, &["Linear"], &["lm_head"]);
+        let is_target =
+            |key: &str| key.starts_with("model.layers.") && key.ends_with("_proj.weight");
         self.source.write_like(output, Some(&config), |shard| {
             let mut checkpoint = self.source.read_shard(shard)?;
             for (key, tensor) in &mut checkpoint.tensors {
                 if let Some(variable) = variables.get(key) {
                     let kind = tensor.kind();
-                    *tensor = variable.detach().f_to_device(Device::Cpu)?.f_to_kind(kind)?;
+                    *tensor = variable
+                        .detach()
+                        .f_to_device(Device::Cpu)?
+                        .f_to_kind(kind)?;
                 }
             }
             compress_weights(&mut checkpoint.tensors, is_target, format)?;

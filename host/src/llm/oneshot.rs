@@ -124,7 +124,7 @@ pub fn oneshot(
                 let started = Instant::now();
                 for start in (0..samples).step_by(batch as usize) {
                     let x = hidden.f_narrow(0, start, batch.min(samples - start))?;
-                    let _ = block.forward(&x, &rope, Some(&collector));
+                    block.observe(&x, &rope, &collector);
                 }
                 collector.check()?;
                 report.forward += started.elapsed();

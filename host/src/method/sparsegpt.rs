@@ -41,6 +41,8 @@ pub struct SparseGpt {
     nm: Option<NmPattern>,
     block_size: i64,
     dampening: f64,
+    /// Runs the column-by-column pass (the CUDA one) on the CPU too: the tests compare the two.
+    by_columns: bool,
 }
 
 const ARGUMENTS: [(&str, &str); 4] = [
@@ -66,6 +68,7 @@ impl SparseGpt {
             nm,
             block_size: 128,
             dampening: 0.01,
+            by_columns: false,
         })
     }
 
@@ -141,9 +144,9 @@ impl SparseGpt {
                 _ => block.f_contiguous()?,
             };
             let errors = errors.f_narrow(1, 0, count)?;
-            let block_pruned = match device {
-                Device::Cpu => self.pass_on_cpu(&mut w, &block_pruned, &errors, &u_block, start)?,
-                _ => self.pass_by_columns(&w, &block_pruned, &errors, &u_block, start)?,
+            let block_pruned = match device == Device::Cpu && !self.by_columns {
+                true => self.pass_on_cpu(&mut w, &block_pruned, &errors, &u_block, start)?,
+                false => self.pass_by_columns(&w, &block_pruned, &errors, &u_block, start)?,
             };
             pruned.f_narrow(1, start, count)?.f_copy_(&block_pruned)?;
             let end = start + count;
@@ -266,7 +269,9 @@ impl SparseGpt {
                 }
             }
             let e = errors.f_select(1, i)?;
-            let _ = Tensor::f_mul_out(&e, &block.f_select(1, i)?, &scale.f_select(1, i)?)?;
+            let _ = block
+                .f_select(1, i)?
+                .f_mul_out(&e, &scale.f_select(1, i)?)?;
             let _ = block
                 .f_narrow(1, i, count - i)?
                 .f_addr_(&e, &u_block.f_select(0, i)?.f_narrow(0, i, count - i)?)?;
@@ -401,5 +406,34 @@ inventory::submit! {
             };
             Ok(Arc::new(method.with_dampening(dampening)?))
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The column-by-column pass (what CUDA runs) gives the row pass's result on the CPU.
+    #[test]
+    fn both_passes_agree() {
+        tch::manual_seed(3);
+        let x = Tensor::randn([512, 200], (Kind::Float, Device::Cpu));
+        let gram = x.tr().matmul(&x);
+        let weight = Tensor::randn([24, 200], (Kind::Float, Device::Cpu));
+        let keep = Tensor::ones([24, 200], (Kind::Bool, Device::Cpu));
+        for nm in [None, Some(NmPattern::TWO_FOUR)] {
+            let rows = SparseGpt::new(0.6, nm).unwrap();
+            let columns = SparseGpt {
+                by_columns: true,
+                ..rows.clone()
+            };
+            let (mask_rows, w_rows) = rows.solve(&weight, &gram, &keep).unwrap();
+            let (mask_columns, w_columns) = columns.solve(&weight, &gram, &keep).unwrap();
+            assert!(mask_rows.equal(&mask_columns), "{nm:?}: masks differ");
+            let diff = (&w_rows - &w_columns).abs().max().double_value(&[]);
+            assert!(diff < 1e-4, "{nm:?}: values differ by {diff}");
+            let pruned = w_columns.masked_select(&mask_columns.logical_not());
+            assert_eq!(pruned.abs().max().double_value(&[]), 0.0);
+        }
     }
 }

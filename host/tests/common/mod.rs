@@ -14,11 +14,15 @@ pub fn python() -> PathBuf {
     PathBuf::from(path)
 }
 
-/// A script under `host/tests/oracle/`.
+/// A script under `host/tests/oracle/` (or under `TCHPRUNE_ORACLE_DIR`, where the test binary
+/// runs on another machine than it was built on).
 pub fn oracle_script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/oracle")
-        .join(name)
+    match std::env::var_os("TCHPRUNE_ORACLE_DIR") {
+        Some(dir) => PathBuf::from(dir).join(name),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/oracle")
+            .join(name),
+    }
 }
 
 /// Runs an oracle script with `args`, panicking with its stderr if it fails.

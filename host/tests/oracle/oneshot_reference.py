@@ -16,6 +16,8 @@ Usage:
   logits MODEL_DIR IDS.safetensors OUT.safetensors          (IDS: input_ids)
   oneshot MODEL_DIR CALIB.safetensors OUT.safetensors METHOD SPARSITY NM [DEVICE]
   ppl MODEL_DIR EVAL.safetensors                            (prints the perplexity)
+  table MODEL_DIR CALIB.safetensors OUT_DIR DEVICE          (every method at 50%, 2:4, 70%: one
+                                                             OUT_DIR/METHOD-SETTING.safetensors each)
 NM is "none" or "2:4"; METHOD is wanda, sparsegpt or magnitude.
 """
 import json
@@ -213,6 +215,20 @@ def main():
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
                  if ".layers." in k and k.endswith("_proj.weight")}
         save_file(state, sys.argv[4], metadata={"seconds": json.dumps(seconds)})
+    elif mode == "table":
+        import copy
+        import os
+        device = sys.argv[5]
+        base = load_model(sys.argv[2], device)
+        ids = load_file(sys.argv[3])["input_ids"].to(device)
+        for method in ("magnitude", "wanda", "sparsegpt"):
+            for title, sparsity, nm in (("50", 0.5, "none"), ("24", 0.5, "2:4"), ("70", 0.7, "none")):
+                model = copy.deepcopy(base)
+                seconds = oneshot(model, ids, method, sparsity, *parse_nm(nm))
+                state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
+                         if ".layers." in k and k.endswith("_proj.weight")}
+                out = os.path.join(sys.argv[4], f"{method}-{title}.safetensors")
+                save_file(state, out, metadata={"seconds": json.dumps(seconds)})
     elif mode == "ppl":
         model = load_model(sys.argv[2])
         ids = load_file(sys.argv[3])["input_ids"]
