@@ -116,7 +116,7 @@ pub enum Command {
     },
     /// Prune a Hugging Face Llama directory one-shot with calibration data (Wanda, SparseGPT,
     /// magnitude) and write the pruned model as a Hugging Face directory.
-    Oneshot(OneshotArgs),
+    Oneshot(Box<OneshotArgs>),
     /// Run the pruning tutorial on the built-in LeNet.
     Demo,
 }

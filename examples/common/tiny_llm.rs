@@ -107,7 +107,7 @@ pub fn train(
         let loss = model.loss(&batch);
         opt.backward_step_clip_norm(&loss, 1.0);
         step += 1;
-        if step % 50 == 0 || step == training.steps {
+        if step.is_multiple_of(50) || step == training.steps {
             let value = loss.double_value(&[]);
             recent.push(value);
             log(step, value);

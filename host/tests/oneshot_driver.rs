@@ -13,7 +13,7 @@ use tchprune::llm::{self, Llama, LlamaConfig, OneshotOptions};
 use tchprune::{PruningMethod, Registry, VarStorePruner};
 
 fn tiny_model(dir: &Path, seed: i64) -> LlamaConfig {
-    let mut config = LlamaConfig::byte_level(64, 2, 4, 128, 32);
+    let mut config = LlamaConfig::byte_level(64, 2, 4, 192, 32);
     config.vocab_size = 120;
     config.num_key_value_heads = 2;
     tch::manual_seed(seed);

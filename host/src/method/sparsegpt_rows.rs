@@ -1,33 +1,48 @@
 //! SparseGPT's column-by-column pass over one block of 128 columns, for every row at once, in
 //! plain loops on the CPU.
 //!
-//! Inside a block, each row is independent: column `i` is pruned or kept, its error
-//! `(w_i - q_i) / U_ii` is spread over the row's later columns of the block along row `i` of
-//! the inverse Hessian's Cholesky factor `U`, and an N:M group's mask is chosen from the row's
-//! values as they stand when the group starts. PyTorch's reference runs that as a Python loop
-//! over columns, each step a handful of operations over all rows (on a 4096 x 11008 layer,
-//! 11,008 steps of rank-1 updates: most of its 22 s on 2 cores); here a row's 128 columns stay
-//! in L1 and rows run on every core, so the pass costs about 0.05 s and the solve is dominated
-//! by the Cholesky factorization and the trailing updates (libtorch's BLAS).
+//! Inside a block, each row is independent: column `i` is pruned or kept, its difference
+//! `D_i = W0_i - q_i` from the original weight spreads over the row's later columns of the
+//! block along row `i` of `S` (see [`super::sparsegpt`]), and an N:M group's mask is chosen
+//! from the row's values as they stand when the group starts. PyTorch's reference runs that as
+//! a Python loop over columns, each step a handful of operations over all rows (on a 4096 x
+//! 11008 layer, 11,008 steps of rank-1 updates: a third of its 23 s on 2 cores); here a row's
+//! 128 columns stay in L1 and rows run on every core, so the pass costs about 0.6 s.
 
 use crate::parallel;
 
 /// One block of the pass: `rows` rows whose block entries start at `row * stride` of `weights`
-/// (updated in place to their final values: pruned entries 0), `pruned` the block's pruned
-/// flags (`rows x count`; true on entry for entries pruned already, which count as the smallest
-/// scores of their N:M group; updated with the N:M choices), `errors` (`rows x count`, written)
-/// and `u` the block's `count x count` upper-triangular factor, row-major.
+/// (updated in place to their final values: pruned entries 0) and of `originals` (the weights
+/// before any update, read only), `pruned` the block's pruned flags (`rows x count`; true on
+/// entry for entries pruned already, which count as the smallest scores of their N:M group;
+/// updated with the N:M choices), `differences` (`rows x count`, written) and `spread` the
+/// block's `count x count` part of `S`, row-major, `diagonal` its part of `R`'s diagonal.
 pub(crate) struct BlockPass<'a> {
     pub(crate) count: usize,
     pub(crate) stride: usize,
-    pub(crate) u: &'a [f32],
+    pub(crate) spread: &'a [f32],
+    pub(crate) diagonal: &'a [f32],
     /// `(n, m)`: choose n of every m columns per row as the pass reaches each group.
     pub(crate) nm: Option<(usize, usize)>,
 }
 
+/// One row's share of a block: its values, original values, flags and differences.
+struct Row<'r> {
+    values: &'r mut [f32],
+    originals: &'r [f32],
+    pruned: &'r mut [bool],
+    differences: &'r mut [f32],
+}
+
 impl BlockPass<'_> {
     /// Runs the pass over every row, on libtorch's threads.
-    pub(crate) fn run(&self, weights: &mut [f32], pruned: &mut [bool], errors: &mut [f32]) {
+    pub(crate) fn run(
+        &self,
+        weights: &mut [f32],
+        originals: &[f32],
+        pruned: &mut [bool],
+        differences: &mut [f32],
+    ) {
         let (count, stride) = (self.count, self.stride);
         let rows = pruned.len() / count.max(1);
         if rows == 0 || count == 0 {
@@ -35,7 +50,7 @@ impl BlockPass<'_> {
         }
         let ranges = parallel::chunks(rows);
         let mut pieces = Vec::with_capacity(ranges.len());
-        let (mut w, mut p, mut e) = (weights, pruned, errors);
+        let (mut w, mut p, mut d) = (weights, pruned, differences);
         for (index, &(start, end)) in ranges.iter().enumerate() {
             let n = end - start;
             // The last piece keeps the tail of `weights` past the last row's block.
@@ -46,63 +61,88 @@ impl BlockPass<'_> {
             };
             let (wp, wt) = std::mem::take(&mut w).split_at_mut(w_len);
             let (pp, pt) = std::mem::take(&mut p).split_at_mut(n * count);
-            let (ep, et) = std::mem::take(&mut e).split_at_mut(n * count);
-            (w, p, e) = (wt, pt, et);
-            pieces.push((n, wp, pp, ep));
+            let (dp, dt) = std::mem::take(&mut d).split_at_mut(n * count);
+            (w, p, d) = (wt, pt, dt);
+            pieces.push((start, n, wp, pp, dp));
         }
-        parallel::on_threads(pieces, |(n, w, p, e)| {
+        parallel::on_threads(pieces, |(first, n, w, p, d)| {
             for r in 0..n {
-                self.row(
-                    &mut w[r * stride..r * stride + count],
-                    &mut p[r * count..(r + 1) * count],
-                    &mut e[r * count..(r + 1) * count],
-                );
+                let at = (first + r) * stride;
+                self.row(Row {
+                    values: &mut w[r * stride..r * stride + count],
+                    originals: &originals[at..at + count],
+                    pruned: &mut p[r * count..(r + 1) * count],
+                    differences: &mut d[r * count..(r + 1) * count],
+                });
             }
         });
     }
 
     /// The pass over one row's block.
-    fn row(&self, w: &mut [f32], pruned: &mut [bool], err: &mut [f32]) {
+    fn row(&self, row: Row<'_>) {
         let count = self.count;
+        let Row {
+            values,
+            originals,
+            pruned,
+            differences,
+        } = row;
         for i in 0..count {
-            let u_row = &self.u[i * count..(i + 1) * count];
-            let d = u_row[i];
             if let Some((n, m)) = self.nm {
                 if i % m == 0 {
+                    let end = (i + m).min(count);
                     self.choose_group(
-                        &w[i..(i + m).min(count)],
-                        &mut pruned[i..(i + m).min(count)],
+                        &values[i..end],
+                        &originals[i..end],
+                        &mut pruned[i..end],
                         n,
                         i,
                     );
                 }
             }
-            let wi = w[i];
-            let q = if pruned[i] { 0.0 } else { wi };
-            let e = (wi - q) / d;
-            err[i] = e;
-            if e != 0.0 {
-                for (wj, uj) in w[i..].iter_mut().zip(&u_row[i..]) {
-                    *wj -= e * uj;
+            let q = if pruned[i] { 0.0 } else { values[i] };
+            let d = originals[i] - q;
+            differences[i] = d;
+            if d != 0.0 {
+                let spread_row = &self.spread[i * count + i + 1..(i + 1) * count];
+                for (value, s) in values[i + 1..].iter_mut().zip(spread_row) {
+                    *value += d * s;
                 }
             }
-            w[i] = q;
+            values[i] = q;
         }
     }
 
-    /// Marks the `n` smallest `w_j^2 / U_jj^2` of a group pruned (entries pruned already count
-    /// as the smallest; ties: the lower column).
-    fn choose_group(&self, w: &[f32], pruned: &mut [bool], n: usize, first: usize) {
+    /// Marks the `n` smallest `(w R_jj)^2` of a group pruned (entries pruned already count as
+    /// the smallest; ties: the lower column), `w` the values the reference scores: the group's
+    /// columns as if every column before them were decided and none of the group yet. The
+    /// pass's own values of the group's later columns hold the spread of the columns decided
+    /// so far in another form (they are only right at each column's turn), so the group's is
+    /// carried forward first as if all its columns were kept (for a kept column the reference
+    /// spreads nothing).
+    fn choose_group(
+        &self,
+        values: &[f32],
+        originals: &[f32],
+        pruned: &mut [bool],
+        n: usize,
+        first: usize,
+    ) {
         let count = self.count;
+        let len = values.len().min(64);
+        let mut scored = [0.0f32; 64];
+        scored[..len].copy_from_slice(&values[..len]);
+        for k in 0..len {
+            let d = originals[k] - scored[k];
+            let spread_row = &self.spread[(first + k) * count..(first + k + 1) * count];
+            for j in k + 1..len {
+                scored[j] += d * spread_row[first + j];
+            }
+        }
         let mut order: [(f32, usize); 64] = [(0.0, 0); 64];
-        let len = w.len().min(64);
         for j in 0..len {
-            let d = self.u[(first + j) * count + first + j];
-            let score = if pruned[j] {
-                -1.0
-            } else {
-                (w[j] * w[j]) / (d * d)
-            };
+            let scaled = scored[j] * self.diagonal[first + j];
+            let score = if pruned[j] { -1.0 } else { scaled * scaled };
             order[j] = (score, j);
         }
         let order = &mut order[..len];
@@ -117,50 +157,55 @@ impl BlockPass<'_> {
 mod tests {
     use super::*;
 
-    /// The pass against the reference's steps written out for one row: with `U` the identity
-    /// scaled by 2, no error spreads, kept entries stay, pruned become 0 and their error is
-    /// `w / 2`.
+    /// With `S` zero (a diagonal `H`) nothing spreads: kept entries stay, pruned become 0, and
+    /// the differences are the original values of the pruned ones; 2:4 picks by `(w R_jj)^2`.
     #[test]
-    fn diagonal_factor_prunes_without_spreading() {
-        let count = 4;
-        let mut u = vec![0.0f32; 16];
-        for i in 0..4 {
-            u[i * 4 + i] = 2.0;
-        }
+    fn without_spread_pruned_entries_keep_their_differences() {
+        let spread = vec![0.0f32; 16];
+        let diagonal = [1.0, 1.0, 1.0, 0.1];
         let pass = BlockPass {
-            count,
+            count: 4,
             stride: 6,
-            u: &u,
+            spread: &spread,
+            diagonal: &diagonal,
             nm: Some((2, 4)),
         };
         // Two rows of 6 columns; the block is the first 4.
         let mut w = vec![1.0, -3.0, 0.5, 2.0, 9.0, 9.0, 4.0, 3.0, 2.0, 1.0, 9.0, 9.0];
+        let originals = w.clone();
         let mut pruned = vec![false; 8];
-        let mut err = vec![0.0; 8];
-        pass.run(&mut w, &mut pruned, &mut err);
+        let mut differences = vec![0.0; 8];
+        pass.run(&mut w, &originals, &mut pruned, &mut differences);
+        // Row 0 scores 1, 9, 0.25, 0.04: columns 3 and 2; row 1: 16, 9, 4, 0.01: 3 and 2.
         assert_eq!(
             w,
-            [0.0, -3.0, 0.0, 2.0, 9.0, 9.0, 4.0, 3.0, 0.0, 0.0, 9.0, 9.0]
+            [1.0, -3.0, 0.0, 0.0, 9.0, 9.0, 4.0, 3.0, 0.0, 0.0, 9.0, 9.0]
         );
-        assert_eq!(pruned, [true, false, true, false, false, false, true, true]);
-        assert_eq!(err, [0.5, 0.0, 0.25, 0.0, 0.0, 0.0, 1.0, 0.5]);
+        assert_eq!(pruned, [false, false, true, true, false, false, true, true]);
+        assert_eq!(differences, [0.0, 0.0, 0.5, 2.0, 0.0, 0.0, 2.0, 1.0]);
     }
 
-    /// An error spreads along the factor's row to the later columns only.
+    /// A pruned column's difference spreads along `S`'s row to the later columns only, and a
+    /// kept column whose value moved spreads its own difference too.
     #[test]
-    fn error_spreads_to_later_columns() {
-        let u = [1.0, 0.5, 0.25, 0.0, 1.0, 0.5, 0.0, 0.0, 1.0f32];
+    fn differences_spread_to_later_columns() {
+        let spread = [0.0, 0.5, 0.25, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0f32];
+        let diagonal = [1.0f32; 3];
         let pass = BlockPass {
             count: 3,
             stride: 3,
-            u: &u,
+            spread: &spread,
+            diagonal: &diagonal,
             nm: None,
         };
         let mut w = vec![2.0, 1.0, 1.0];
+        let originals = w.clone();
         let mut pruned = vec![true, false, false];
-        let mut err = vec![0.0; 3];
-        pass.run(&mut w, &mut pruned, &mut err);
-        assert_eq!(err, [2.0, 0.0, 0.0]);
-        assert_eq!(w, [0.0, 0.0, 0.5]);
+        let mut differences = vec![0.0; 3];
+        pass.run(&mut w, &originals, &mut pruned, &mut differences);
+        // Column 0: D = 2, so column 1 becomes 1 + 2 * 0.5 = 2 and column 2 1 + 2 * 0.25 = 1.5.
+        // Column 1 is kept at 2: D = 1 - 2 = -1, so column 2 becomes 1.5 - 1 = 0.5, kept: D = 0.5.
+        assert_eq!(differences, [2.0, -1.0, 0.5]);
+        assert_eq!(w, [0.0, 2.0, 0.5]);
     }
 }
