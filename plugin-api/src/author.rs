@@ -2,6 +2,7 @@
 //! in [`export_plugin!`](crate::export_plugin), and the FFI (metadata, JSON arguments, panics,
 //! the root module) is written for you.
 
+use crate::calibration::{Calibrated, Statistics, StatisticsView, ValuesBuffer};
 use crate::method::{ArgumentInfo, FfiMethod, FfiMethod_TO, MethodBox, MethodInfo, PruningType};
 use crate::tensor::{MaskBuffer, TensorView};
 use abi_stable::sabi_trait::TD_Opaque;
@@ -74,6 +75,27 @@ pub trait Method: Send + Sync + Sized + 'static {
         default_mask: &[u8],
         mask: &mut [u8],
     ) -> Result<(), String>;
+
+    /// The statistics of the layer's inputs a data-aware method needs (none by default). A
+    /// method that needs some is applied to Linear weights with those statistics (`tchprune
+    /// oneshot`, `prune::apply_calibrated`), through [`Method::compute_calibrated`].
+    const STATISTICS: Statistics = Statistics::None;
+
+    /// For a data-aware method: the mask of the weight `tensor` (`[out, in]`) from the
+    /// statistics of its layer's inputs, as in [`Method::compute_mask`]; `values` holds the
+    /// weight as f32 (row-major): write new values there and return true to have them become
+    /// the weight (pruned entries are ignored), or return false to keep the weight.
+    fn compute_calibrated(
+        &self,
+        tensor: &TensorView<'_>,
+        default_mask: &[u8],
+        statistics: &StatisticsView<'_>,
+        mask: &mut [u8],
+        values: &mut [f32],
+    ) -> Result<bool, String> {
+        let _ = (tensor, default_mask, statistics, mask, values);
+        Err(format!("{} takes no calibration statistics", Self::NAME))
+    }
 }
 
 /// A method's JSON arguments, with typed access and errors that name the argument.
@@ -240,6 +262,35 @@ impl<M: Method> FfiMethod for Exported<M> {
             self.method
                 .compute_mask(&tensor, default_mask, mask.as_mut_slice())?;
             Ok(shape)
+        })
+    }
+
+    fn statistics(&self) -> Statistics {
+        M::STATISTICS
+    }
+
+    fn compute_calibrated(
+        &self,
+        tensor: TensorView<'_>,
+        default_mask: TensorView<'_>,
+        statistics: StatisticsView<'_>,
+        mut mask: MaskBuffer<'_>,
+        mut values: ValuesBuffer<'_>,
+    ) -> RResult<Calibrated, RString> {
+        guarded(&format!("{}.compute_calibrated", M::NAME), || {
+            let default_mask = default_mask.as_slice::<u8>()?;
+            let shape: RVec<i64> = mask.shape().into();
+            let values_written = self.method.compute_calibrated(
+                &tensor,
+                default_mask,
+                &statistics,
+                mask.as_mut_slice(),
+                values.as_mut_slice(),
+            )?;
+            Ok(Calibrated {
+                shape,
+                values_written,
+            })
         })
     }
 }

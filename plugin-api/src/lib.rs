@@ -16,6 +16,7 @@
 
 mod amount;
 pub mod author;
+mod calibration;
 #[doc = include_str!("../README.md")]
 pub mod guide {}
 mod method;
@@ -25,6 +26,7 @@ mod tensor;
 pub use abi_stable;
 pub use amount::Amount;
 pub use author::{Argument, Arguments, Method};
+pub use calibration::{Calibrated, Statistics, StatisticsView, ValuesBuffer};
 pub use method::{ArgumentInfo, FfiMethod, FfiMethod_TO, MethodBox, MethodInfo, PruningType};
 pub use root_module::{PluginModule, PluginModuleRef, PLUGIN_API_VERSION};
 pub use tensor::{contiguous_strides, DType, Device, Element, MaskBuffer, TensorView};

@@ -3,6 +3,7 @@
 // `#[sabi_trait]` implements foreign traits inside a generated constant.
 #![allow(non_local_definitions)]
 
+use crate::calibration::{Calibrated, Statistics, StatisticsView, ValuesBuffer};
 use crate::tensor::{MaskBuffer, TensorView};
 use abi_stable::sabi_trait;
 use abi_stable::std_types::{RBox, RResult, RString, RVec};
@@ -82,6 +83,28 @@ pub trait FfiMethod: Send + Sync {
         default_mask: TensorView<'_>,
         mask: MaskBuffer<'_>,
     ) -> RResult<RVec<i64>, RString>;
+
+    /// The statistics of the layer's inputs the method needs. Methods after `compute_mask`
+    /// have defaults, so they are optional in the vtable: a plugin built before they existed
+    /// loads, and needs none.
+    fn statistics(&self) -> Statistics {
+        Statistics::None
+    }
+
+    /// For a data-aware method: writes the mask for the weight `tensor` (`[out, in]`) into
+    /// `mask` (holding `default_mask` on entry) from the layer's `statistics`, and new values
+    /// into `values` when it rewrites the kept weights.
+    fn compute_calibrated(
+        &self,
+        tensor: TensorView<'_>,
+        default_mask: TensorView<'_>,
+        statistics: StatisticsView<'_>,
+        mask: MaskBuffer<'_>,
+        values: ValuesBuffer<'_>,
+    ) -> RResult<Calibrated, RString> {
+        let _ = (tensor, default_mask, statistics, mask, values);
+        RResult::RErr("this method takes no calibration statistics".into())
+    }
 }
 
 /// A built method, owned by the host.

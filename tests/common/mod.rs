@@ -17,6 +17,7 @@ const PLUGIN_PACKAGES: &[&str] = &[
     "tchprune-fixture-not-a-plugin",
     "tchprune-fixture-first-entries",
     "tchprune-fixture-first-channels",
+    "tchprune-fixture-calibrated",
 ];
 
 /// The workspace root.

@@ -1,8 +1,9 @@
 //! A plugin's method as a [`PruningMethod`]: tensors lent as views, the mask written into
 //! host memory, and every answer checked before the host uses it.
 
+use crate::calibration::{LayerStatistics, Needs};
 use crate::error::{PruneError, Result};
-use crate::method::{describe, PruningMethod, PruningType};
+use crate::method::{describe, Calibrated, PruningMethod, PruningType};
 use serde_json::Value;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -87,18 +88,17 @@ impl PruningMethod for PluginMethod {
     }
 
     fn compute_mask(&self, t: &Tensor, default_mask: &Tensor) -> Result<Tensor> {
-        let tensor = t.f_to_device(Device::Cpu)?.f_contiguous()?;
+        let Lent {
+            tensor,
+            default_mask,
+            mask,
+        } = Lent::new(t, default_mask)?;
         let dtype = plugin_dtype(tensor.kind()).ok_or_else(|| {
             self.error(format!(
                 "tensors of {:?} cannot be passed to plugins",
                 t.kind()
             ))
         })?;
-        let default_mask = default_mask
-            .f_to_device(Device::Cpu)?
-            .f_to_kind(Kind::Uint8)?
-            .f_contiguous()?;
-        let mask = default_mask.copy();
         let (shape, strides) = (tensor.size(), tensor.stride());
         let mask_strides = default_mask.stride();
         let numel = tensor.numel();
@@ -147,6 +147,143 @@ impl PruningMethod for PluginMethod {
 
     fn plugin(&self) -> Option<&Path> {
         Some(&self.plugin)
+    }
+
+    fn needs(&self) -> Needs {
+        match self.method.statistics() {
+            api::Statistics::None => Needs::NONE,
+            api::Statistics::ColumnNorms => Needs::NORMS,
+            api::Statistics::Gram => Needs::GRAM,
+        }
+    }
+
+    fn compute_calibrated(
+        &self,
+        t: &Tensor,
+        default_mask: &Tensor,
+        statistics: &LayerStatistics,
+    ) -> Result<Calibrated> {
+        if self.needs().is_none() {
+            return Ok(Calibrated {
+                mask: self.compute_mask(t, default_mask)?,
+                values: None,
+            });
+        }
+        let lent = Lent::new(t, default_mask)?;
+        let dtype = plugin_dtype(lent.tensor.kind()).ok_or_else(|| {
+            self.error(format!(
+                "tensors of {:?} cannot be passed to plugins",
+                t.kind()
+            ))
+        })?;
+        let cpu_f32 = |t: &Tensor| -> Result<Tensor> {
+            Ok(t.f_to_device(Device::Cpu)?
+                .f_to_kind(Kind::Float)?
+                .f_contiguous()?)
+        };
+        let squared_norms = cpu_f32(&statistics.squared_norms)?;
+        let gram = statistics.gram.as_ref().map(cpu_f32).transpose()?;
+        if self.needs().gram && gram.is_none() {
+            return Err(self.error("it needs X^T X: collect the statistics with Needs::GRAM"));
+        }
+        let values = cpu_f32(&lent.tensor)?.copy();
+        let norms_shape = [statistics.features];
+        let gram_shape = [statistics.features, statistics.features];
+        let norms_strides = api::contiguous_strides(&norms_shape);
+        let gram_strides = api::contiguous_strides(&gram_shape);
+        let (shape, numel) = (lent.tensor.size(), lent.tensor.numel());
+        let (strides, mask_strides) = (lent.tensor.stride(), lent.default_mask.stride());
+        // SAFETY: contiguous CPU tensors of the dtypes and entry counts given (`numel` entries of
+        // `dtype` for the tensor, u8 for the masks, f32 for the statistics and the values), alive
+        // until the call returns; the plugin writes only `mask` and `values`, which nothing else
+        // references meanwhile.
+        let reported = unsafe {
+            let statistics_view = api::StatisticsView {
+                features: statistics.features,
+                tokens: statistics.tokens,
+                samples: statistics.samples,
+                squared_norms: cpu_view(
+                    &squared_norms,
+                    api::DType::F32,
+                    &norms_shape,
+                    &norms_strides,
+                ),
+                gram: gram
+                    .as_ref()
+                    .map(|g| cpu_view(g, api::DType::F32, &gram_shape, &gram_strides))
+                    .into(),
+            };
+            let mask_data: &mut [u8] = match numel {
+                0 => &mut [],
+                _ => std::slice::from_raw_parts_mut(lent.mask.data_ptr().cast::<u8>(), numel),
+            };
+            let value_data: &mut [f32] = match numel {
+                0 => &mut [],
+                _ => std::slice::from_raw_parts_mut(values.data_ptr().cast::<f32>(), numel),
+            };
+            self.method.compute_calibrated(
+                cpu_view(&lent.tensor, dtype, &shape, &strides),
+                cpu_view(&lent.default_mask, api::DType::U8, &shape, &mask_strides),
+                statistics_view,
+                MaskBuffer::new(mask_data, &shape),
+                api::ValuesBuffer::new(value_data),
+            )
+        }
+        .into_result()
+        .map_err(|reason| self.error(reason))?;
+        if reported.shape.as_slice() != shape.as_slice() {
+            return Err(PruneError::ShapeMismatch {
+                what: format!("{}: the mask must have the tensor's shape", describe(self)),
+                expected: shape,
+                actual: reported.shape.to_vec(),
+            });
+        }
+        Ok(Calibrated {
+            mask: lent.mask.f_to_device(t.device())?,
+            values: match reported.values_written {
+                true => Some(values.f_to_device(t.device())?),
+                false => None,
+            },
+        })
+    }
+}
+
+/// A view of the contiguous CPU tensor `t` of `dtype` and `shape`.
+///
+/// # Safety
+/// `t` is a contiguous CPU tensor of `shape` and `strides` whose entries are `dtype`s, alive
+/// and not written while the view lives.
+unsafe fn cpu_view<'a>(
+    t: &'a Tensor,
+    dtype: api::DType,
+    shape: &'a [i64],
+    strides: &'a [i64],
+) -> TensorView<'a> {
+    // SAFETY: as the caller promises.
+    unsafe { TensorView::from_raw_parts(t.data_ptr(), dtype, shape, strides, api::Device::Cpu) }
+}
+
+/// A tensor and its default mask as lent to a plugin: contiguous on the CPU (the mask as u8),
+/// and the mask buffer the plugin writes, holding the default mask.
+struct Lent {
+    tensor: Tensor,
+    default_mask: Tensor,
+    mask: Tensor,
+}
+
+impl Lent {
+    fn new(t: &Tensor, default_mask: &Tensor) -> Result<Self> {
+        let tensor = t.f_to_device(Device::Cpu)?.f_contiguous()?;
+        let default_mask = default_mask
+            .f_to_device(Device::Cpu)?
+            .f_to_kind(Kind::Uint8)?
+            .f_contiguous()?;
+        let mask = default_mask.copy();
+        Ok(Self {
+            tensor,
+            default_mask,
+            mask,
+        })
     }
 }
 
