@@ -16,7 +16,7 @@ use plotters::prelude::*;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tch::{Device, Kind};
+use tch::{Device, Kind, Tensor};
 use tchprune::llm::{self, Llama};
 use tchprune_examples::corpus::{self, Corpus};
 use tchprune_examples::tiny_llm::{self, Outcome, Setting, Training};
@@ -51,6 +51,10 @@ struct Args {
     /// Run the PyTorch reference on the same model and windows too.
     #[arg(long)]
     reference: bool,
+    /// Run llm-compressor's oneshot (Wanda, SparseGPT) on the same model and windows too, with
+    /// this Python (the venv `scripts/llmcompressor_venv.sh` prints).
+    #[arg(long, value_name = "PYTHON")]
+    llmcompressor: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
@@ -127,6 +131,7 @@ fn main() -> Result<()> {
                 perplexity,
                 seconds,
                 reference: None,
+                llmcompressor: None,
             });
         }
     }
@@ -145,6 +150,26 @@ fn main() -> Result<()> {
             outcome.reference = Some(reference);
         }
     }
+    if let Some(python) = &args.llmcompressor {
+        println!("llm-compressor on the same model and windows...");
+        let results =
+            tiny_llm::llmcompressor_table(python, &model_dir, &outcomes, &calibration, &eval)?;
+        for (outcome, result) in outcomes.iter_mut().zip(results) {
+            if let Some((p, s)) = result {
+                println!(
+                    "  {} {}: llm-compressor perplexity {p:.3} ({s:.2} s)",
+                    outcome.method,
+                    outcome.setting.title()
+                );
+                outcome.llmcompressor = Some((p, s));
+            }
+        }
+    }
+    Tensor::write_safetensors(
+        &[("input_ids", &calibration)],
+        args.out.join("calibration.safetensors"),
+    )?;
+    Tensor::write_safetensors(&[("input_ids", &eval)], args.out.join("eval.safetensors"))?;
     println!("\n{}", table(dense_ppl, &outcomes));
     let results = json!({
         "device": format!("{device:?}"),
@@ -154,6 +179,8 @@ fn main() -> Result<()> {
             "method": o.method, "setting": o.setting.title(), "perplexity": o.perplexity,
             "seconds": o.seconds, "reference_perplexity": o.reference.map(|r| r.0),
             "reference_seconds": o.reference.map(|r| r.1),
+            "llmcompressor_perplexity": o.llmcompressor.map(|r| r.0),
+            "llmcompressor_seconds": o.llmcompressor.map(|r| r.1),
         })).collect::<Vec<_>>(),
     });
     std::fs::write(

@@ -192,6 +192,8 @@ pub struct Outcome {
     pub seconds: f64,
     /// The PyTorch reference's perplexity and wall time, when it ran.
     pub reference: Option<(f64, f64)>,
+    /// llm-compressor's perplexity and wall time, when it ran.
+    pub llmcompressor: Option<(f64, f64)>,
 }
 
 /// Prunes a fresh copy of the model in `model_dir` with `method` at `setting` on `device`,
@@ -281,6 +283,74 @@ pub fn reference_table(
                 }
             });
             Ok((llm::perplexity(&loaded.model, eval, 16)?, seconds))
+        })
+        .collect()
+}
+
+/// llm-compressor's `oneshot` (`bench/llmcompressor_bench.py`, run by `python`, the venv of
+/// `scripts/llmcompressor_venv.sh`) on the same model and windows for Wanda and SparseGPT, its
+/// weights evaluated by the same perplexity code: `(method, setting) -> (perplexity, seconds)`.
+pub fn llmcompressor_table(
+    python: &Path,
+    model_dir: &Path,
+    outcomes: &[Outcome],
+    calibration: &Tensor,
+    eval: &Tensor,
+) -> Result<Vec<Option<(f64, f64)>>> {
+    let scratch = tempfile::tempdir()?;
+    let ids = scratch.path().join("ids.safetensors");
+    Tensor::write_safetensors(&[("input_ids", calibration)], &ids)?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/llmcompressor_bench.py");
+    let loaded = Llama::from_directory(model_dir, Some(Kind::Float), Device::Cpu)?;
+    let variables = loaded.vs.variables();
+    let dense: Vec<(String, Tensor)> = variables
+        .iter()
+        .map(|(k, v)| (k.clone(), v.copy()))
+        .collect();
+    outcomes
+        .iter()
+        .map(|o| {
+            if o.method == "magnitude" {
+                return Ok(None);
+            }
+            let (sparsity, nm) = match o.setting {
+                Setting::Sparsity(s) => (s.to_string(), "none"),
+                Setting::TwoFour => ("0.5".to_owned(), "2:4"),
+            };
+            let out = scratch.path().join("out.safetensors");
+            let output = std::process::Command::new(python)
+                .arg(&script)
+                .arg(model_dir)
+                .arg(&ids)
+                .args([o.method.as_str(), &sparsity, nm])
+                .arg(&out)
+                .output()
+                .with_context(|| format!("running {}", python.display()))?;
+            anyhow::ensure!(
+                output.status.success(),
+                "llm-compressor failed on {} {}: {}",
+                o.method,
+                o.setting.title(),
+                String::from_utf8_lossy(&output.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+            );
+            let checkpoint = tchprune::checkpoint::read(&out)?;
+            let seconds = checkpoint
+                .metadata
+                .get("seconds")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(f64::NAN);
+            tch::no_grad(|| {
+                for (key, value) in &dense {
+                    variables[key].shallow_clone().copy_(value);
+                }
+                for (key, value) in &checkpoint.tensors {
+                    variables[key].shallow_clone().copy_(value);
+                }
+            });
+            Ok(Some((llm::perplexity(&loaded.model, eval, 16)?, seconds)))
         })
         .collect()
 }

@@ -72,6 +72,25 @@ pub struct OneshotReport {
 ///
 /// A method that needs no statistics (magnitude) skips the calibration passes. On error, the
 /// blocks before the one named in the error stay pruned and the rest are untouched.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use tch::{Device, Kind, Tensor};
+/// use tchprune::llm::{self, Llama, OneshotOptions};
+/// use tchprune::method::SparseGpt;
+/// use tchprune::VarStorePruner;
+///
+/// let loaded = Llama::from_directory("my-llama", Some(Kind::BFloat16), Device::Cuda(0))?;
+/// let mut pruner = VarStorePruner::new(&loaded.vs);
+/// let tokens: Vec<i64> = std::fs::read("corpus.txt").unwrap().iter().map(|&b| b as i64).collect();
+/// let windows: Tensor = llm::random_windows(&tokens, 128, 256, 0)?;
+/// let method = Arc::new(SparseGpt::new(0.5, None)?);
+/// llm::oneshot(&loaded.model, &mut pruner, &windows, method, &OneshotOptions::default(), |p| {
+///     eprintln!("block {}/{}", p.blocks_done, p.blocks)
+/// })?;
+/// loaded.save("my-llama-50", None)?; // same layout; save_compressed for compressed-tensors
+/// # Ok::<(), tchprune::PruneError>(())
+/// ```
 pub fn oneshot(
     model: &Llama,
     pruner: &mut VarStorePruner,
