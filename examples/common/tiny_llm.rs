@@ -268,21 +268,7 @@ pub fn reference_table(
             let file = scratch
                 .path()
                 .join(format!("{}-{tag}.safetensors", o.method));
-            let checkpoint = tchprune::checkpoint::read(&file)?;
-            let seconds = checkpoint
-                .metadata
-                .get("seconds")
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(f64::NAN);
-            tch::no_grad(|| {
-                for (key, value) in &dense {
-                    variables[key].shallow_clone().copy_(value);
-                }
-                for (key, value) in &checkpoint.tensors {
-                    variables[key].shallow_clone().copy_(value);
-                }
-            });
-            Ok((llm::perplexity(&loaded.model, eval, 16)?, seconds))
+            evaluate_weights(&loaded, &dense, &file, eval)
         })
         .collect()
 }
@@ -336,23 +322,32 @@ pub fn llmcompressor_table(
                     .last()
                     .unwrap_or_default()
             );
-            let checkpoint = tchprune::checkpoint::read(&out)?;
-            let seconds = checkpoint
-                .metadata
-                .get("seconds")
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(f64::NAN);
-            tch::no_grad(|| {
-                for (key, value) in &dense {
-                    variables[key].shallow_clone().copy_(value);
-                }
-                for (key, value) in &checkpoint.tensors {
-                    variables[key].shallow_clone().copy_(value);
-                }
-            });
-            Ok(Some((llm::perplexity(&loaded.model, eval, 16)?, seconds)))
+            evaluate_weights(&loaded, &dense, &out, eval).map(Some)
         })
         .collect()
+}
+
+/// The perplexity on `eval` of the model in `loaded` with the weights of the safetensors file
+/// `weights` over its `dense` ones, and the `seconds` its metadata records.
+fn evaluate_weights(
+    loaded: &llm::LoadedLlama,
+    dense: &[(String, Tensor)],
+    weights: &Path,
+    eval: &Tensor,
+) -> Result<(f64, f64)> {
+    let checkpoint = tchprune::checkpoint::read(weights)?;
+    let seconds = checkpoint
+        .metadata
+        .get("seconds")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(f64::NAN);
+    let variables = loaded.vs.variables();
+    tch::no_grad(|| {
+        for (key, value) in dense.iter().chain(&checkpoint.tensors) {
+            variables[key].shallow_clone().copy_(value);
+        }
+    });
+    Ok((llm::perplexity(&loaded.model, eval, 16)?, seconds))
 }
 
 /// The reference script of the repository (`TCHPRUNE_REFERENCE_SCRIPT` where the example runs

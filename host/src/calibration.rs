@@ -13,7 +13,7 @@
 //!
 //! Three ways to feed it:
 //! - the [`Llama`](crate::llm::Llama)'s blocks take a `Calibration` in their forward pass;
-//! - a [`Module`](crate::Module) tree: [`Calibration::attach`] wraps the forward function of its
+//! - a [`Module`] tree: [`Calibration::attach`] wraps the forward function of its
 //!   Linear layers, [`Calibration::detach`] restores them;
 //! - a tch model of your own: one line per layer type, [`Calibration::observe`] in its forward
 //!   (or build its Linear layers with [`Calibration::linear`], which does it for you).

@@ -16,8 +16,11 @@ fn every_builtin_registers_itself() {
             "identity",
             "l1_unstructured",
             "ln_structured",
+            "magnitude",
             "random_structured",
-            "random_unstructured"
+            "random_unstructured",
+            "sparsegpt",
+            "wanda"
         ]
     );
     assert!(registry.iter().all(|r| r.origin == Origin::BuiltIn));

@@ -229,7 +229,7 @@ impl DecoderBlock {
             .observe(&self.post_attention_layernorm.forward(&h), calibration);
     }
 
-    /// The block's Linear layers, in the order of [`LINEARS`](super::config).
+    /// The block's Linear layers: q, k, v, o, gate, up, down (the order of [`block_linear_names`]).
     pub fn linears(&self) -> [&Linear; 7] {
         let (a, m) = (&self.self_attn, &self.mlp);
         [

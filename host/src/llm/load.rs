@@ -145,20 +145,24 @@ impl LoadedLlama {
     /// from (same shards, new index, other files copied; `config` as `config.json` when given),
     /// each tensor in the dtype it was read in. The directory appears whole or not at all.
     pub fn save(&self, output: impl AsRef<Path>, config: Option<&serde_json::Value>) -> Result<()> {
+        self.source
+            .write_like(output, config, |shard| self.current_shard(shard))
+    }
+
+    /// The tensors of `shard` with the model's current values, each in the dtype it was read in.
+    fn current_shard(&self, shard: &crate::checkpoint::hf::Shard) -> Result<Checkpoint> {
         let variables = self.vs.variables();
-        self.source.write_like(output, config, |shard| {
-            let mut checkpoint = self.source.read_shard(shard)?;
-            for (key, tensor) in &mut checkpoint.tensors {
-                if let Some(variable) = variables.get(key) {
-                    let kind = tensor.kind();
-                    *tensor = variable
-                        .detach()
-                        .f_to_device(Device::Cpu)?
-                        .f_to_kind(kind)?;
-                }
+        let mut checkpoint = self.source.read_shard(shard)?;
+        for (key, tensor) in &mut checkpoint.tensors {
+            if let Some(variable) = variables.get(key) {
+                let kind = tensor.kind();
+                *tensor = variable
+                    .detach()
+                    .f_to_device(Device::Cpu)?
+                    .f_to_kind(kind)?;
             }
-            Ok(checkpoint)
-        })
+        }
+        Ok(checkpoint)
     }
 
     /// Like [`LoadedLlama::save`], with the decoder blocks' Linear weights in compressed-tensors'
@@ -186,16 +190,7 @@ impl LoadedLlama {
         let is_target =
             |key: &str| key.starts_with("model.layers.") && key.ends_with("_proj.weight");
         self.source.write_like(output, Some(&config), |shard| {
-            let mut checkpoint = self.source.read_shard(shard)?;
-            for (key, tensor) in &mut checkpoint.tensors {
-                if let Some(variable) = variables.get(key) {
-                    let kind = tensor.kind();
-                    *tensor = variable
-                        .detach()
-                        .f_to_device(Device::Cpu)?
-                        .f_to_kind(kind)?;
-                }
-            }
+            let mut checkpoint = self.current_shard(shard)?;
             compress_weights(&mut checkpoint.tensors, is_target, format)?;
             Ok(checkpoint)
         })

@@ -35,13 +35,20 @@ def parse_nm(text):
     return int(n), int(m)
 
 
+def nm_smallest(metric, n, m):
+    """True at the n smallest of every m consecutive columns of each row (topk per group)."""
+    pruned = torch.zeros_like(metric, dtype=torch.bool)
+    for ii in range(0, metric.shape[1], m):
+        tmp = metric[:, ii:ii + m]
+        pruned.scatter_(1, ii + torch.topk(tmp, n, dim=1, largest=False)[1], True)
+    return pruned
+
+
 def wanda(weight, mean_squares, sparsity, n, m):
     metric = weight.float().abs() * torch.sqrt(mean_squares.reshape(1, -1))
     pruned = torch.zeros_like(metric, dtype=torch.bool)
     if n:
-        for ii in range(0, metric.shape[1], m):
-            tmp = metric[:, ii:ii + m]
-            pruned.scatter_(1, ii + torch.topk(tmp, n, dim=1, largest=False)[1], True)
+        pruned = nm_smallest(metric, n, m)
     else:
         order = torch.sort(metric, dim=-1, stable=True)[1]
         pruned.scatter_(1, order[:, : int(metric.shape[1] * sparsity)], True)
@@ -54,9 +61,7 @@ def magnitude(weight, sparsity, n, m):
     metric = weight.float().abs()
     pruned = torch.zeros_like(metric, dtype=torch.bool)
     if n:
-        for ii in range(0, metric.shape[1], m):
-            tmp = metric[:, ii:ii + m]
-            pruned.scatter_(1, ii + torch.topk(tmp, n, dim=1, largest=False)[1], True)
+        pruned = nm_smallest(metric, n, m)
     else:
         flat = metric.flatten()
         order = torch.sort(flat, stable=True)[1]
