@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs libtorch (the pip wheel torch==2.11.0) and the Python oracles (numpy, safetensors,
+# Installs libtorch (the pip wheel torch==2.11.0) and the Python oracles (numpy, safetensors, transformers,
 # torchvision, compressed-tensors, torch-pruning; torch pinned as a constraint) into a cache shared by every
 # clone, then writes `.cargo/config.toml` so that plain `cargo build/test/run` finds it.
 # Idempotent: a second run only
@@ -24,6 +24,8 @@ TORCH_VERSION="2.11.0"
 TORCHVISION_VERSION="0.26.0"
 COMPRESSED_TENSORS_VERSION="0.12.2"
 TORCH_PRUNING_VERSION=1.6.1
+# The Llama oracle (LlamaForCausalLM) of the one-shot tests; compressed-tensors pulls it in anyway.
+TRANSFORMERS_VERSION=5.25.0
 CACHE_DIR="${TCHPRUNE_CACHE:-$HOME/.cache/tchprune}"
 VENV="$CACHE_DIR/venv-torch-$TORCH_VERSION"
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -49,8 +51,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 
 # The test oracles beside torch; torch's own pin is a constraint, so none of them can upgrade it.
-ORACLES=(numpy safetensors "torchvision==$TORCHVISION_VERSION" "compressed-tensors==$COMPRESSED_TENSORS_VERSION" "torch-pruning==$TORCH_PRUNING_VERSION")
-if ! "$VENV/bin/python" -c "import torch, torchvision, numpy, safetensors, compressed_tensors, torch_pruning, importlib.metadata as md, sys; sys.exit(0 if torch.__version__.split('+')[0] == '$TORCH_VERSION' and torchvision.__version__.split('+')[0] == '$TORCHVISION_VERSION' and compressed_tensors.__version__ == '$COMPRESSED_TENSORS_VERSION' and md.version('torch-pruning') == '$TORCH_PRUNING_VERSION' else 1)" 2>/dev/null; then
+ORACLES=(numpy safetensors "torchvision==$TORCHVISION_VERSION" "compressed-tensors==$COMPRESSED_TENSORS_VERSION" "torch-pruning==$TORCH_PRUNING_VERSION" "transformers==$TRANSFORMERS_VERSION")
+if ! "$VENV/bin/python" -c "import torch, torchvision, numpy, safetensors, compressed_tensors, torch_pruning, importlib.metadata as md, sys; sys.exit(0 if torch.__version__.split('+')[0] == '$TORCH_VERSION' and torchvision.__version__.split('+')[0] == '$TORCHVISION_VERSION' and compressed_tensors.__version__ == '$COMPRESSED_TENSORS_VERSION' and md.version('torch-pruning') == '$TORCH_PRUNING_VERSION' and md.version('transformers') == '$TRANSFORMERS_VERSION' else 1)" 2>/dev/null; then
   say "installing torch==$TORCH_VERSION and the test oracles (${ORACLES[*]}) into $VENV (about 4.7 GB, ~90 s)"
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
   CONSTRAINTS="$(mktemp)"
