@@ -7,7 +7,7 @@ set -euo pipefail
 CACHE_DIR="${TCHPRUNE_CACHE:-$HOME/.cache/tchprune}"
 VENV="$CACHE_DIR/venv-llmcompressor-0.14"
 say() { echo "[llmcompressor] $*" >&2; }
-if ! "$VENV/bin/python" -c "import llmcompressor, torch, sys; sys.exit(0 if torch.__version__.split('+')[0] == '2.11.0' else 1)" 2>/dev/null; then
+if ! "$VENV/bin/python" -c "import llmcompressor, torch, sys; sys.exit(0 if torch.__version__.split('+')[0] == '2.11.0' else 1)" >/dev/null 2>&1; then
   PY=""
   for candidate in python3.12 python3.11 python3.10 python3; do
     if "$candidate" -c 'import sys, venv; sys.exit(0 if (3, 10) <= sys.version_info[:2] <= (3, 13) else 1)' >/dev/null 2>&1; then
@@ -22,6 +22,6 @@ if ! "$VENV/bin/python" -c "import llmcompressor, torch, sys; sys.exit(0 if torc
   trap 'rm -f "$CONSTRAINTS"' EXIT
   printf 'torch==2.11.0\n' >"$CONSTRAINTS"
   "$VENV/bin/python" -m pip install --quiet --no-cache-dir -c "$CONSTRAINTS" \
-    "torch==2.11.0" "llmcompressor==0.14.0.1" "transformers>=5.15,<5.18" datasets
+    "torch==2.11.0" "llmcompressor==0.14.0.1" "transformers>=5.15,<5.18" datasets >&2
 fi
 echo "$VENV/bin/python"
