@@ -244,7 +244,9 @@ impl Calibration {
             }
         };
         for w in &weights {
-            c.by_layer.insert((*w).to_owned(), index);
+            if !c.by_layer.contains_key(*w) {
+                c.by_layer.insert((*w).to_owned(), index);
+            }
         }
         if let Err(e) = c.inputs[index].add(x) {
             c.error = Some(e.at(first));

@@ -173,8 +173,13 @@ pub(crate) fn first_mask(method: &dyn PruningMethod, scores: &Tensor) -> Result<
 /// `method.compute_mask(t, default_mask)`, a panic in it turned into the method's failure: no
 /// tensor changes before every mask is computed, so the model stays as it was.
 fn computed_mask(method: &dyn PruningMethod, t: &Tensor, default_mask: &Tensor) -> Result<Tensor> {
-    let run = std::panic::AssertUnwindSafe(|| method.compute_mask(t, default_mask));
-    std::panic::catch_unwind(run).unwrap_or_else(|panic| {
+    guarded(method, || method.compute_mask(t, default_mask))
+}
+
+/// `run()`, a call into `method`, with a panic in it turned into the method's failure: no tensor
+/// changes before every result is computed and checked, so the model stays as it was.
+pub(crate) fn guarded<T>(method: &dyn PruningMethod, run: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|panic| {
         let message = panic_message(panic.as_ref());
         // tch panics, instead of returning the error, where libtorch fails inside a call given
         // a `Scalar` (the scalar's drop finds the error first): that error, as libtorch said it.

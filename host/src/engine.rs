@@ -14,8 +14,8 @@
 //! pruning.
 
 use crate::calibration::LayerStatistics;
-use crate::container::{all_kept, checked_mask, combine_masks, first_mask};
-use crate::error::{panic_message, PruneError, Result};
+use crate::container::{all_kept, checked_mask, combine_masks, first_mask, guarded};
+use crate::error::{PruneError, Result};
 use crate::method::global_magnitude::global_magnitude_masks;
 use crate::method::{CustomFromMask, PruningMethod, PruningType};
 use std::collections::{HashMap, HashSet};
@@ -206,16 +206,10 @@ pub(crate) fn plan_calibrated(
             Some(mask) => mask.f_to_kind(Kind::Bool)?,
             None => all_kept(&tensor)?,
         };
-        let run = std::panic::AssertUnwindSafe(|| {
+        let calibrated = guarded(method.as_ref(), || {
             method.compute_calibrated(&tensor, &default_mask, statistics)
-        });
-        let calibrated = std::panic::catch_unwind(run).unwrap_or_else(|panic| {
-            Err(PruneError::MethodFailed {
-                method: method.name().to_owned(),
-                reason: format!("it panicked: {}", panic_message(panic.as_ref())),
-            })
-        });
-        let calibrated = calibrated.map_err(|e| e.at(path))?;
+        })
+        .map_err(|e| e.at(path))?;
         let mask = checked_mask(method.as_ref(), Ok(calibrated.mask), &default_mask)
             .map_err(|e| e.at(path))?;
         let values = calibrated

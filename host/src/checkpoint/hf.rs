@@ -182,7 +182,7 @@ impl HfDirectory {
         mut tensors: impl FnMut(&Shard) -> Result<Checkpoint>,
     ) -> Result<()> {
         let output = output.as_ref();
-        check_output(&self.root, output)?;
+        check_output(Some(&self.root), output)?;
         let io = |path: &Path| {
             let path = path.display().to_string();
             move |error| PruneError::Io { path, error }
@@ -238,7 +238,7 @@ pub fn write_new(
     max_shard_bytes: Option<u64>,
 ) -> Result<()> {
     let output = output.as_ref();
-    check_output(Path::new("/nonexistent/input"), output)?;
+    check_output(None, output)?;
     let staging = staging_dir(output)?;
     let bytes = |t: &Tensor| (t.numel() * t.kind().elt_size_in_bytes()) as u64;
     let total: u64 = tensors.iter().map(|(_, t)| bytes(t)).sum();
@@ -307,8 +307,8 @@ fn publish(staging: tempfile::TempDir, output: &Path) -> Result<()> {
     })
 }
 
-/// Fails when `output` exists (other than as an empty directory) or is the input directory.
-fn check_output(input: &Path, output: &Path) -> Result<()> {
+/// Fails when `output` exists (other than as an empty directory) or is the `input` directory.
+fn check_output(input: Option<&Path>, output: &Path) -> Result<()> {
     if let Ok(meta) = std::fs::symlink_metadata(output) {
         let empty_dir = meta.is_dir()
             && std::fs::read_dir(output)
@@ -321,6 +321,9 @@ fn check_output(input: &Path, output: &Path) -> Result<()> {
             ));
         }
     }
+    let Some(input) = input else {
+        return Ok(());
+    };
     if let (Ok(a), Ok(b)) = (input.canonicalize(), output.canonicalize()) {
         if a == b {
             return Err(PruneError::SameFile {

@@ -358,6 +358,11 @@ impl Llama {
         &self.config
     }
 
+    /// The device of the weights.
+    pub fn device(&self) -> Device {
+        self.embed_tokens.device()
+    }
+
     /// The decoder blocks.
     pub fn blocks(&self) -> &[DecoderBlock] {
         &self.blocks

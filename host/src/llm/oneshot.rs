@@ -127,7 +127,7 @@ pub fn oneshot(
     let mut report = OneshotReport::default();
     let blocks = model.blocks();
     tch::no_grad(|| -> Result<()> {
-        let device = model_device(model);
+        let device = model.device();
         let ids = calibration.f_to_device(device)?;
         let mut hidden = model.embed(&ids);
         let rope = model.rope(seqlen, hidden.kind(), device);
@@ -189,11 +189,6 @@ pub fn oneshot(
     Ok(report)
 }
 
-/// The device of the model's weights.
-fn model_device(model: &Llama) -> tch::Device {
-    model.blocks()[0].self_attn.q_proj.weight.device()
-}
-
 /// Waits for the device's queued work, so that times measure it.
 fn synchronize(device: tch::Device) {
     if let tch::Device::Cuda(index) = device {
@@ -213,7 +208,7 @@ pub fn perplexity(model: &Llama, ids: &Tensor, batch_size: i64) -> Result<f64> {
         });
     }
     tch::no_grad(|| {
-        let device = model_device(model);
+        let device = model.device();
         let mut total = 0.0;
         for start in (0..samples).step_by(batch_size.max(1) as usize) {
             let x = ids

@@ -90,15 +90,10 @@ impl PruningMethod for PluginMethod {
     fn compute_mask(&self, t: &Tensor, default_mask: &Tensor) -> Result<Tensor> {
         let Lent {
             tensor,
+            dtype,
             default_mask,
             mask,
-        } = Lent::new(t, default_mask)?;
-        let dtype = plugin_dtype(tensor.kind()).ok_or_else(|| {
-            self.error(format!(
-                "tensors of {:?} cannot be passed to plugins",
-                t.kind()
-            ))
-        })?;
+        } = self.lend(t, default_mask)?;
         let (shape, strides) = (tensor.size(), tensor.stride());
         let mask_strides = default_mask.stride();
         let numel = tensor.numel();
@@ -169,13 +164,7 @@ impl PruningMethod for PluginMethod {
                 values: None,
             });
         }
-        let lent = Lent::new(t, default_mask)?;
-        let dtype = plugin_dtype(lent.tensor.kind()).ok_or_else(|| {
-            self.error(format!(
-                "tensors of {:?} cannot be passed to plugins",
-                t.kind()
-            ))
-        })?;
+        let lent = self.lend(t, default_mask)?;
         let cpu_f32 = |t: &Tensor| -> Result<Tensor> {
             Ok(t.f_to_device(Device::Cpu)?
                 .f_to_kind(Kind::Float)?
@@ -222,7 +211,7 @@ impl PruningMethod for PluginMethod {
                 _ => std::slice::from_raw_parts_mut(values.data_ptr().cast::<f32>(), numel),
             };
             self.method.compute_calibrated(
-                cpu_view(&lent.tensor, dtype, &shape, &strides),
+                cpu_view(&lent.tensor, lent.dtype, &shape, &strides),
                 cpu_view(&lent.default_mask, api::DType::U8, &shape, &mask_strides),
                 statistics_view,
                 MaskBuffer::new(mask_data, &shape),
@@ -264,23 +253,34 @@ unsafe fn cpu_view<'a>(
 }
 
 /// A tensor and its default mask as lent to a plugin: contiguous on the CPU (the mask as u8),
-/// and the mask buffer the plugin writes, holding the default mask.
+/// the tensor's dtype as the plugin reads it, and the mask buffer the plugin writes, holding the
+/// default mask.
 struct Lent {
     tensor: Tensor,
+    dtype: api::DType,
     default_mask: Tensor,
     mask: Tensor,
 }
 
-impl Lent {
-    fn new(t: &Tensor, default_mask: &Tensor) -> Result<Self> {
+impl PluginMethod {
+    /// `t` and `default_mask` as they are lent to the plugin; an error for a dtype plugins
+    /// cannot read.
+    fn lend(&self, t: &Tensor, default_mask: &Tensor) -> Result<Lent> {
         let tensor = t.f_to_device(Device::Cpu)?.f_contiguous()?;
+        let dtype = plugin_dtype(tensor.kind()).ok_or_else(|| {
+            self.error(format!(
+                "tensors of {:?} cannot be passed to plugins",
+                t.kind()
+            ))
+        })?;
         let default_mask = default_mask
             .f_to_device(Device::Cpu)?
             .f_to_kind(Kind::Uint8)?
             .f_contiguous()?;
         let mask = default_mask.copy();
-        Ok(Self {
+        Ok(Lent {
             tensor,
+            dtype,
             default_mask,
             mask,
         })
