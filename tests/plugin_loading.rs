@@ -137,8 +137,22 @@ fn loading_the_same_file_twice_changes_nothing() {
     std::os::unix::fs::symlink(&foobar, &link).unwrap();
     assert_eq!(registry.load_plugin(&foobar).unwrap(), ["foobar"]);
     assert_eq!(registry.load_plugin(&link).unwrap(), ["foobar"]);
+    // A hardlink (made beside the plugin: a hardlink cannot cross filesystems).
+    let beside = tempfile::tempdir_in(foobar.parent().unwrap()).unwrap();
+    let hardlink = beside.path().join("libhardlink.so");
+    std::fs::hard_link(&foobar, &hardlink).unwrap();
+    assert_eq!(registry.load_plugin(&hardlink).unwrap(), ["foobar"]);
     let after: Vec<String> = registry.iter().map(|e| e.name.clone()).collect();
     assert_eq!(before, after);
+
+    // A directory holding a plugin and other names of it loads it once.
+    let mut fresh = Registry::with_builtins();
+    std::fs::hard_link(&foobar, beside.path().join("libfoobar_copy.so")).unwrap();
+    std::os::unix::fs::symlink(&foobar, beside.path().join("libfoobar_link.so")).unwrap();
+    let mut names = fresh.load_plugin_dir(beside.path()).unwrap();
+    names.dedup();
+    assert_eq!(names, ["foobar"]);
+    assert_eq!(fresh.iter().count(), before.len());
 }
 
 #[test]

@@ -81,6 +81,15 @@ fn check_distinct(input: &Path, output: &Path) -> Result<()> {
     Ok(tchprune::files::check_distinct(input, output)?)
 }
 
+/// Refuses an output that would replace any of the files a command reads (the checkpoint, a
+/// plan, its side files, a groups file, a plugin), also through a symlink or a hardlink.
+fn check_apart<'a>(output: &Path, inputs: impl IntoIterator<Item = &'a Path>) -> Result<()> {
+    inputs
+        .into_iter()
+        .filter(|input| !input.is_dir())
+        .try_for_each(|input| check_distinct(input, output))
+}
+
 /// The checkpoint at `input` (sparse-bitmask weights made dense) as a pruned state.
 fn read_state(input: &Path) -> Result<PrunedState> {
     let checkpoint = checkpoint::read(input)?;
@@ -98,6 +107,19 @@ fn apply(
 ) -> Result<()> {
     check_distinct(input, output)?;
     let plan = Plan::from_file(plan_path)?;
+    let side_files = plan
+        .steps
+        .iter()
+        .flat_map(|step| [&step.mask_file, &step.scores_file])
+        .flatten();
+    let read = [input, plan_path]
+        .into_iter()
+        .chain(plugins.iter().map(PathBuf::as_path));
+    check_apart(
+        output,
+        read.chain(plan.plugins.iter().map(PathBuf::as_path))
+            .chain(side_files.map(PathBuf::as_path)),
+    )?;
     let mut registry = registry_with(plugins)?;
     load_plugins(&mut registry, &plan.plugins)?;
     let state = read_state(input)?;
@@ -115,7 +137,7 @@ fn apply(
     let pruned = state.to_checkpoint(mask_dtype.into())?;
     checkpoint::write(&pruned.tensors, &pruned.metadata, output)?;
     let keys = state.keys();
-    println!(
+    out!(
         "{} steps applied, {} of {} parameters pruned: {}",
         plan.steps.len(),
         keys.iter().filter(|k| state.is_pruned(k)).count(),
@@ -124,6 +146,11 @@ fn apply(
     );
     exit_soon((state, pruned));
     Ok(())
+}
+
+/// A failed write to the standard output, as the command reports it.
+fn stdout_error(error: std::io::Error) -> anyhow::Error {
+    anyhow::anyhow!("cannot write to the standard output: {error}")
 }
 
 /// The process ends right after a command: freeing a large checkpoint's tensors one by one
@@ -226,7 +253,7 @@ fn stats(file: &Path, as_json: bool) -> Result<()> {
             "plain": sizes.plain,
             "sparse_bitmask": sizes.sparse_bitmask,
         });
-        println!(
+        out!(
             "{}",
             json!({"parameters": parameters, "total": row_json(total), "bytes": sizes})
         );
@@ -238,7 +265,8 @@ fn stats(file: &Path, as_json: bool) -> Result<()> {
         out,
         "{:width$}  {:>6}  {:>12}  {:>12}  {:>8}",
         "parameter", "pruned", "zeros", "entries", "sparsity"
-    )?;
+    )
+    .map_err(stdout_error)?;
     for row in &rows {
         let (name, pruned) = match row.name.as_str() {
             "global" => ("total", ""),
@@ -250,7 +278,8 @@ fn stats(file: &Path, as_json: bool) -> Result<()> {
             row.zeros,
             row.total,
             row.percent()
-        )?;
+        )
+        .map_err(stdout_error)?;
     }
     let ratio = |bytes: u64| bytes as f64 / sizes.plain.max(1) as f64;
     writeln!(
@@ -262,8 +291,9 @@ fn stats(file: &Path, as_json: bool) -> Result<()> {
         sizes.plain,
         sizes.sparse_bitmask,
         ratio(sizes.sparse_bitmask)
-    )?;
-    out.flush()?;
+    )
+    .map_err(stdout_error)?;
+    out.flush().map_err(stdout_error)?;
     exit_soon(state);
     Ok(())
 }
@@ -272,12 +302,15 @@ fn methods(plugins: &[PathBuf]) -> Result<()> {
     let registry = registry_with(plugins)?;
     let width = registry.iter().map(|e| e.name.len()).max().unwrap_or(0);
     for entry in registry.iter() {
-        println!(
+        out!(
             "{:width$}  {:12}  {}  ({})",
-            entry.name, entry.pruning_type, entry.origin, entry.description
+            entry.name,
+            entry.pruning_type,
+            entry.origin,
+            entry.description
         );
         for (argument, meaning) in &entry.arguments {
-            println!("{:width$}    {argument}: {meaning}", "");
+            out!("{:width$}    {argument}: {meaning}", "");
         }
     }
     Ok(())
@@ -289,7 +322,7 @@ fn finalize(input: &Path, output: &Path) -> Result<()> {
     let pruned = state.keys().iter().filter(|k| state.is_pruned(k)).count();
     let plain = state.finalize()?.to_checkpoint(MaskDtype::Parameter)?;
     checkpoint::write(&plain.tensors, &plain.metadata, output)?;
-    println!(
+    out!(
         "{pruned} pruned parameters made permanent: {}",
         output.display()
     );
@@ -318,7 +351,7 @@ fn compress(input: &Path, output: &Path) -> Result<()> {
     let sparsity = sparse_bitmask::config(&compressed)
         .and_then(|config| config["global_sparsity"].as_f64())
         .unwrap_or(0.0);
-    println!(
+    out!(
         "compressed ({:.2}% of the weights' entries are zero): {} bytes, {:.3}x the {} bytes of \
          the dense tensors: {}",
         100.0 * sparsity,
@@ -342,8 +375,9 @@ fn decompress(input: &Path, output: &Path) -> Result<()> {
     }
     let dense =
         sparse_bitmask::decompress(&compressed).with_context(|| input.display().to_string())?;
+    checkpoint::check_consistent(&dense).with_context(|| input.display().to_string())?;
     checkpoint::write(&dense.tensors, &dense.metadata, output)?;
-    println!("decompressed: {}", output.display());
+    out!("decompressed: {}", output.display());
     exit_soon((compressed, dense));
     Ok(())
 }
@@ -381,7 +415,7 @@ fn shrink(
     mask_dtype: MaskDtypeArg,
 ) -> Result<()> {
     if let Some(output) = output {
-        check_distinct(input, output)?;
+        check_apart(output, [input].into_iter().chain(groups))?;
     }
     let mut state = read_state(input)?;
     let shapes = shrink::shapes(&checkpoint::state_dict_with(
@@ -400,8 +434,11 @@ fn shrink(
             shrink::trace_builtin(model, &shapes).with_context(|| input.display().to_string())?
         }
     };
+    let tensors = checkpoint::state_dict_with(state.module(), MaskDtype::Bool);
+    shrink::check_groups(&tensors, &graph).with_context(|| input.display().to_string())?;
+    drop(tensors);
     let Some(output) = output else {
-        println!("{}", graph.to_json());
+        out!("{}", graph.to_json());
         return Ok(());
     };
     let shrunk = state
@@ -414,7 +451,7 @@ fn shrink(
             1 => String::new(),
             n => format!(" (+{} coupled)", n - 1),
         };
-        println!(
+        out!(
             "{}{coupled}: {} -> {} channels",
             group.writers[0],
             group.channels,
@@ -422,11 +459,11 @@ fn shrink(
         );
     }
     let after = weight_entries(&shrink::shapes(&written.tensors));
-    println!(
+    out!(
         "widths: {}",
         serde_json::to_string(&shrunk.widths).expect("widths serialize")
     );
-    println!(
+    out!(
         "{} of {} groups shrunk, parameters {} -> {} ({:.3}x): {}",
         shrunk.groups.iter().filter(|g| g.removed() > 0).count(),
         graph.groups.len(),
@@ -455,12 +492,24 @@ fn convolution_sites(
     model: &str,
     image_size: Option<[i64; 2]>,
 ) -> Result<std::collections::HashMap<String, layers::ConvolutionSite>> {
-    if model == "none" || !tensors.iter().any(|(_, t)| t.dim() == 4) {
+    let known = ["auto", "none"].iter().chain(&layers::BUILTIN_MODELS);
+    if !known.clone().any(|&name| name == model) {
+        let names: Vec<&str> = known.copied().collect();
+        anyhow::bail!(
+            "no built-in model '{model}' (there are {})",
+            names.join(", ")
+        );
+    }
+    let has_convolutions = tensors.iter().any(|(_, t)| t.dim() == 4);
+    if !has_convolutions && !["auto", "none"].contains(&model) {
+        anyhow::bail!("no convolution weight (a 4-d tensor) in the file: it is not that model");
+    }
+    if model == "none" || !has_convolutions {
         return Ok(Default::default());
     }
     let name = match layers::builtin_model(model, &shrink::shapes(tensors)) {
         Ok(name) => name,
-        Err(why) if model == "auto" => {
+        Err(tchprune::PruneError::InvalidGroups(why)) if model == "auto" => {
             eprintln!("note: convolutions not timed ({why}); --model and --image-size say which model and input");
             return Ok(Default::default());
         }
@@ -544,14 +593,14 @@ fn speed(
             })
             .collect();
         let total = json!({"dense_seconds": dense, "chosen_seconds": chosen});
-        println!(
+        out!(
             "{}",
             json!({"batch": batch, "layers": layers, "total": total})
         );
         return Ok(());
     }
     if choices.is_empty() {
-        println!(
+        out!(
             "no pruned linear or convolution weight (with zeros, of a layer it can time) in {}",
             file.display()
         );
@@ -563,13 +612,19 @@ fn speed(
         .max()
         .unwrap_or(6)
         .max(6);
-    println!(
+    out!(
         "{:width$}  {:>14}  {:>8}  {:>8}  {:>10}  {:>10}  {:>7}  form (batch {batch})",
-        "weight", "shape", "dtype", "sparsity", "dense", "sparse", "speedup"
+        "weight",
+        "shape",
+        "dtype",
+        "sparsity",
+        "dense",
+        "sparse",
+        "speedup"
     );
     let ms = |s: f64| format!("{:.3} ms", s * 1e3);
     for c in &choices {
-        println!(
+        out!(
             "{:width$}  {:>14}  {:>8}  {:>7.2}%  {:>10}  {:>10}  {:>6.2}x  {}",
             c.weight,
             format!("{:?}", c.shape),
@@ -581,7 +636,7 @@ fn speed(
             if c.sparse { "sparse" } else { "dense" }
         );
     }
-    println!(
+    out!(
         "total: dense {}, each layer in its faster form {} ({:.2}x)",
         ms(dense),
         ms(chosen),

@@ -60,7 +60,7 @@ pub fn run(args: &OneshotArgs) -> Result<()> {
     }
     let stats = pruner.sparsity(&report.pruned.iter().map(String::as_str).collect::<Vec<_>>())?;
     let total = stats.last().expect("the total comes last");
-    println!(
+    out!(
         "{} layers of {} blocks pruned with {} ({:.1}% of their weights zero) in {:.1} s on {}: {}",
         report.pruned.len(),
         loaded.model.blocks().len(),

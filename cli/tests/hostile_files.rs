@@ -278,57 +278,151 @@ fn an_input_truncated_while_it_is_read_is_an_error_not_a_crash() {
     }
 }
 
+/// The names in `dir`, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Starts `tchprune args` in `dir` and sends it `signal` after `delay`.
+fn signalled_run(dir: &Path, args: &[&str], signal: i32, delay: Duration) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tchprune"));
+    // SAFETY: only setrlimit, async-signal-safe, between fork and exec. No core files (SIGQUIT
+    // before the handlers are installed would leave one).
+    unsafe {
+        command.pre_exec(|| {
+            let none = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &none);
+            Ok(())
+        })
+    };
+    let child = command
+        .current_dir(dir)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(delay);
+    // SAFETY: sending a signal to our own child (still a zombie at worst: not yet waited on).
+    unsafe { libc::kill(child.id() as i32, signal) };
+    child.wait_with_output().unwrap()
+}
+
 #[test]
-fn a_signal_during_a_write_leaves_no_temporary_file() {
+fn a_signal_at_any_moment_leaves_the_whole_output_and_status_0_or_nothing_and_its_status() {
     let dir = tempfile::tempdir().unwrap();
-    let big = tch::Tensor::ones([96, 1 << 20], (tch::Kind::Float, tch::Device::Cpu));
+    let weight = tch::Tensor::randn([4096, 4096], (tch::Kind::Float, tch::Device::Cpu));
+    let mask = weight.abs().gt(0.5).to_kind(tch::Kind::Float);
+    common::write(
+        &dir.path().join("in.safetensors"),
+        &[("w_orig", &weight), ("w_mask", &mask)],
+    );
+    let expected = &weight * &mask;
+    let args = ["finalize", "in.safetensors", "-o", "out.safetensors"];
+    let before = names(dir.path());
+    // How long loading (a run that does nothing) and a whole run take here: most signals are
+    // spread over the work between them, and a little beyond.
+    let start = Instant::now();
+    assert!(common::tchprune_in(dir.path(), &["--version"]).success);
+    let loading_time = start.elapsed();
+    let start = Instant::now();
+    assert!(common::tchprune_in(dir.path(), &args).success);
+    let whole = start.elapsed();
+    std::fs::remove_file(dir.path().join("out.safetensors")).unwrap();
+    let signals = [
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGALRM,
+    ];
+    let (mut finished, mut stopped, mut loading) = (0, 0, 0);
+    for run in 0..32 {
+        let signal = signals[run % signals.len()];
+        let delay = match run % 4 {
+            0 => loading_time.mul_f64(rand::random::<f64>()),
+            _ => {
+                loading_time.mul_f64(0.8)
+                    + whole.saturating_sub(loading_time).mul_f64(rand::random())
+            }
+        };
+        let output = signalled_run(dir.path(), &args, signal, delay);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let out = dir.path().join("out.safetensors");
+        match output.status.code() {
+            Some(0) => {
+                let written = common::tensor(&out, "w");
+                assert!(common::identical(&written, &expected), "a partial output");
+                assert!(stderr.is_empty(), "status 0 but: {stderr}");
+                std::fs::remove_file(&out).unwrap();
+                finished += 1;
+            }
+            Some(code) if code == 128 + signal => {
+                assert_eq!(names(dir.path()), before, "signal {signal} after {delay:?}");
+                let lines: Vec<&str> = stderr.lines().collect();
+                assert_eq!(lines.len(), 1, "signal {signal} after {delay:?}: {stderr}");
+                assert!(lines[0].starts_with("tchprune: stopped by SIG"), "{stderr}");
+                stopped += 1;
+            }
+            None => {
+                // Before tchprune's code runs (libtorch's initializers take the first tenths of a
+                // second) the signal's default action ends it: nothing has been written.
+                use std::os::unix::process::ExitStatusExt;
+                assert_eq!(output.status.signal(), Some(signal), "after {delay:?}");
+                assert_eq!(names(dir.path()), before, "signal {signal} after {delay:?}");
+                assert!(stderr.is_empty(), "{stderr}");
+                loading += 1;
+            }
+            other => panic!("signal {signal} after {delay:?}: status {other:?}, {stderr}"),
+        }
+    }
+    eprintln!("{finished} finished, {stopped} stopped, {loading} stopped while loading");
+    assert!(
+        stopped > 0,
+        "no run was stopped ({finished} finished, {loading} stopped while loading)"
+    );
+}
+
+#[test]
+fn sigkill_in_the_middle_of_a_write_leaves_no_temporary_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = tch::Tensor::ones([64, 1 << 20], (tch::Kind::Float, tch::Device::Cpu));
     common::write(&dir.path().join("big.safetensors"), &[("w", &big)]);
     drop(big);
-    common::write_plan(
-        dir.path(),
-        &json!({"steps": [{"method": "identity", "params": ["w"]}]}),
-    );
-    let temporary = |dir: &Path| {
-        std::fs::read_dir(dir)
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .any(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
-    };
+    let before = names(dir.path());
+    let args = ["finalize", "big.safetensors", "-o", "out.safetensors"];
     let mut caught = 0;
-    for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-        let child = Command::new(env!("CARGO_BIN_EXE_tchprune"))
-            .current_dir(dir.path())
-            .args(common::apply_args("big.safetensors", "out.safetensors"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let start = Instant::now();
-        let mut signalled = false;
-        while start.elapsed() < Duration::from_secs(60) {
-            if temporary(dir.path()) {
-                // SAFETY: sending a signal to our own child.
-                unsafe { libc::kill(child.id() as i32, signal) };
-                signalled = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        let output = child.wait_with_output().unwrap();
-        if signalled && output.status.code() == Some(128 + signal) {
-            assert!(
-                !temporary(dir.path()),
-                "a temporary file survived signal {signal}"
-            );
+    for delay_ms in [150, 300, 450, 600, 800, 1000] {
+        let output = signalled_run(
+            dir.path(),
+            &args,
+            libc::SIGKILL,
+            Duration::from_millis(delay_ms),
+        );
+        if output.status.code().is_none() {
+            // Killed: whatever it was writing is gone, or (killed while it exits) whole.
             let out = dir.path().join("out.safetensors");
-            // The signal came before the output was complete (discarded) or after (whole).
+            let mut left = names(dir.path());
             if out.exists() {
                 assert!(tchprune::checkpoint::read(&out).is_ok(), "a partial output");
+                left.retain(|name| name != "out.safetensors");
             } else {
                 caught += 1;
             }
+            assert_eq!(left, before, "SIGKILL after {delay_ms} ms");
         }
         let _ = std::fs::remove_file(dir.path().join("out.safetensors"));
     }
-    assert!(caught > 0, "no run was caught while writing");
+    assert!(caught > 0, "no run was killed before it finished");
 }

@@ -193,7 +193,12 @@ impl Registry {
     pub fn load_plugin_dir(&mut self, dir: impl AsRef<Path>) -> Result<Vec<String>> {
         let mut names = Vec::new();
         let mut entries = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for file in crate::plugin::plugin_files(dir.as_ref())? {
+            // A symlink or a hardlink to a file listed before is that file again.
+            if file_identity(&file).is_some_and(|identity| !seen.insert(identity)) {
+                continue;
+            }
             match self.loaded_from(&file) {
                 Some(loaded) => names.extend(loaded),
                 None => entries.extend(crate::plugin::load(&file)?),
@@ -203,14 +208,15 @@ impl Registry {
         Ok(names)
     }
 
-    /// The names of the methods loaded from the plugin file at `path`, if it is loaded.
+    /// The names of the methods loaded from the plugin file at `path` (or another name of the
+    /// same file: a symlink, a hardlink), if it is loaded.
     fn loaded_from(&self, path: &Path) -> Option<Vec<String>> {
-        let file = path.canonicalize().ok()?;
+        let file = file_identity(path)?;
         let names: Vec<String> = self
             .entries
             .iter()
             .filter(|entry| match &entry.origin {
-                Origin::Plugin(loaded) => loaded.canonicalize().is_ok_and(|l| l == file),
+                Origin::Plugin(loaded) => file_identity(loaded) == Some(file),
                 Origin::BuiltIn => false,
             })
             .map(|entry| entry.name.clone())
@@ -234,6 +240,13 @@ impl Registry {
     pub fn iter(&self) -> impl Iterator<Item = &Registered> {
         self.entries.iter()
     }
+}
+
+/// The file `path` names (following symlinks), as its device and inode.
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = std::fs::metadata(path).ok()?;
+    Some((metadata.dev(), metadata.ino()))
 }
 
 impl Default for Registry {

@@ -187,7 +187,7 @@ impl HfDirectory {
             let path = path.display().to_string();
             move |error| PruneError::Io { path, error }
         };
-        let staging = staging_dir(output)?;
+        let staging = files::StagingDirectory::beside(output)?;
         let mut weight_map = BTreeMap::new();
         let mut total_size: u64 = 0;
         for shard in &self.shards {
@@ -222,7 +222,7 @@ impl HfDirectory {
         if let (Some(config), None) = (config, &self.config) {
             write_json(&staging.path().join(CONFIG_FILE), config)?;
         }
-        publish(staging, output)
+        staging.publish(output)
     }
 }
 
@@ -239,7 +239,7 @@ pub fn write_new(
 ) -> Result<()> {
     let output = output.as_ref();
     check_output(None, output)?;
-    let staging = staging_dir(output)?;
+    let staging = files::StagingDirectory::beside(output)?;
     let bytes = |t: &Tensor| (t.numel() * t.kind().elt_size_in_bytes()) as u64;
     let total: u64 = tensors.iter().map(|(_, t)| bytes(t)).sum();
     let limit = max_shard_bytes.unwrap_or(u64::MAX);
@@ -273,38 +273,7 @@ pub fn write_new(
         write_json(&staging.path().join(INDEX_FILE), &index)?;
     }
     write_json(&staging.path().join(CONFIG_FILE), config)?;
-    publish(staging, output)
-}
-
-/// A temporary directory beside `output`, for building it.
-fn staging_dir(output: &Path) -> Result<tempfile::TempDir> {
-    let parent = match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "output".to_owned());
-    tempfile::Builder::new()
-        .prefix(&format!(".{name}.tmp"))
-        .tempdir_in(&parent)
-        .map_err(|error| PruneError::Io {
-            path: parent.display().to_string(),
-            error,
-        })
-}
-
-/// Renames the finished `staging` directory to `output`.
-fn publish(staging: tempfile::TempDir, output: &Path) -> Result<()> {
-    let staged = staging.keep();
-    std::fs::rename(&staged, output).map_err(|error| {
-        let _ = std::fs::remove_dir_all(&staged);
-        PruneError::Io {
-            path: output.display().to_string(),
-            error,
-        }
-    })
+    staging.publish(output)
 }
 
 /// Fails when `output` exists (other than as an empty directory) or is the `input` directory.

@@ -10,6 +10,7 @@
 //! whose pruned tensors are reparametrized again: the `tchprune` command prunes checkpoints
 //! that way.
 
+mod consistency;
 mod file;
 pub mod hf;
 mod load;
@@ -17,6 +18,7 @@ pub mod sparse_bitmask;
 mod state;
 
 pub use crate::files::write_atomically;
+pub use consistency::{check_consistent, WIDTHS_METADATA_KEY};
 pub use file::{read, write, Checkpoint};
 pub use load::{load_state_dict, LoadReport};
 pub use state::{module_from_state_dict, state_dict_with, MaskDtype};

@@ -31,10 +31,13 @@ pub fn builtin_model(name: &str, shapes: &BTreeMap<String, Vec<i64>>) -> Result<
     let classes = builtin_classes(shapes);
     let mut mismatches = Vec::new();
     for candidate in candidates {
+        // The ResNets are built with 10 classes and their classifier's shapes set after: a
+        // checkpoint claiming 2^28 classes (of zero-width rows, a few bytes) must not make a
+        // model of that size.
         let model_shapes = match candidate {
             "lenet" => variable_shapes(lenet),
-            "resnet18" => variable_shapes(|p| tch::vision::resnet::resnet18(p, classes)),
-            _ => variable_shapes(|p| tch::vision::resnet::resnet34(p, classes)),
+            "resnet18" => resnet_shapes(|p| tch::vision::resnet::resnet18(p, 10), classes),
+            _ => resnet_shapes(|p| tch::vision::resnet::resnet34(p, 10), classes),
         };
         match difference(&model_shapes, shapes) {
             None => return Ok(candidate),
@@ -57,6 +60,20 @@ fn variable_shapes<M>(build: impl FnOnce(&nn::Path) -> M) -> BTreeMap<String, Ve
     let _model = build(&vs.root());
     let shapes = vs.variables().into_iter().map(|(k, t)| (k, t.size()));
     shapes.collect()
+}
+
+/// The variables' shapes of a ResNet built by `build` (with any number of classes), its
+/// classifier's set for `classes`.
+fn resnet_shapes<M>(
+    build: impl FnOnce(&nn::Path) -> M,
+    classes: i64,
+) -> BTreeMap<String, Vec<i64>> {
+    let mut shapes = variable_shapes(build);
+    if let Some(weight) = shapes.get_mut("fc.weight") {
+        weight[0] = classes;
+    }
+    shapes.insert("fc.bias".to_owned(), vec![classes]);
+    shapes
 }
 
 /// The first key that one side lacks or that differs in shape, or `None` when they agree.

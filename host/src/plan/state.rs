@@ -193,7 +193,9 @@ impl PrunedState {
             let history = serde_json::to_string(&self.history).expect("JSON values serialize");
             metadata.insert(HISTORY_METADATA_KEY.to_owned(), history);
         }
-        Ok(Checkpoint { tensors, metadata })
+        let checkpoint = Checkpoint { tensors, metadata };
+        checkpoint::check_consistent(&checkpoint)?;
+        Ok(checkpoint)
     }
 
     /// A step's groups: the declared ones or the built-in model's, those with a writer among
@@ -224,6 +226,8 @@ impl PrunedState {
                 }
             }
         };
+        let tensors = checkpoint::state_dict_with(&self.module, MaskDtype::Bool);
+        shrink::check_groups(&tensors, &graph)?;
         let selected: std::collections::HashSet<&str> = keys.iter().map(String::as_str).collect();
         Ok(DependencyGraph {
             groups: (graph.groups.into_iter())

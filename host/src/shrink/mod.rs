@@ -41,13 +41,12 @@ pub use groups::{DependencyGraph, Group, Reader};
 pub use models::trace_builtin;
 pub use trace::trace;
 
-use crate::error::Result;
+use crate::error::{PruneError, Result};
 use crate::module::split_tensor_path;
 use std::collections::{BTreeMap, HashMap};
 use tch::{Kind, Tensor};
 
-/// The safetensors metadata key under which the CLI writes a shrunk checkpoint's widths.
-pub const WIDTHS_METADATA_KEY: &str = "tchprune.widths";
+pub use crate::checkpoint::WIDTHS_METADATA_KEY;
 
 /// A shrunk state_dict and what was removed.
 #[derive(Debug)]
@@ -108,11 +107,34 @@ fn base_key<'a>(name: &'a str, present: &dyn Fn(&str) -> bool) -> &'a str {
     name
 }
 
+/// Checks `graph` against a state_dict's `tensors` before anything is computed: every key exists
+/// (a pruned pair named as its parameter `P`, never as half of it, `P_orig` or `P_mask`), a
+/// group's writers and per-channel tensors agree on the number of channels, each reader's factor
+/// divides what it reads, and no dimension is in two groups. Errors name the group and the key.
+pub fn check_groups(tensors: &[(String, Tensor)], graph: &DependencyGraph) -> Result<()> {
+    let by_name: HashMap<&str, &Tensor> = tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
+    let present = |name: &str| by_name.contains_key(name);
+    for (index, group) in graph.groups.iter().enumerate() {
+        for key in group.keys() {
+            let base = base_key(key, &present);
+            if base != key {
+                return Err(PruneError::InvalidGroups(format!(
+                    "group {}: '{key}' is half of the pruned pair '{base}': name the pair '{base}'",
+                    index + 1
+                )));
+            }
+        }
+    }
+    let shapes = shapes(tensors);
+    graph.roles(&|key| shapes.get(key).cloned()).map(drop)
+}
+
 /// Removes, in every group of `graph` that is not fixed, the channels that all its writers
 /// prune (their rows are zero as the forward pass sees them: `orig * mask` for a pruned pair).
 /// A group keeps at least one channel. Nothing is written if any part of `graph` does not fit
 /// `tensors`; the error names the group and the key.
 pub fn shrink(tensors: &[(String, Tensor)], graph: &DependencyGraph) -> Result<Shrunk> {
+    check_groups(tensors, graph)?;
     let by_name: HashMap<&str, &Tensor> = tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
     let present = |name: &str| by_name.contains_key(name);
     let lookup = |key: &str| -> Option<(Tensor, Option<&Tensor>)> {
