@@ -259,7 +259,13 @@ fn stats(file: &Path, as_json: bool) -> Result<()> {
         );
         return Ok(());
     }
-    let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(0).max(9);
+    // Longer names overflow their column (and a width over 65,535 is not a format width).
+    let width = rows
+        .iter()
+        .map(|r| r.name.len())
+        .max()
+        .unwrap_or(0)
+        .clamp(9, 100);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     writeln!(
         out,
@@ -611,7 +617,7 @@ fn speed(
         .map(|c| c.weight.len())
         .max()
         .unwrap_or(6)
-        .max(6);
+        .clamp(6, 100);
     out!(
         "{:width$}  {:>14}  {:>8}  {:>8}  {:>10}  {:>10}  {:>7}  form (batch {batch})",
         "weight",

@@ -25,13 +25,27 @@ fn main() -> ExitCode {
     match commands::run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            // One line: the step and the problem, whatever libtorch's message looks like.
-            let message = format!("{err:#}");
-            let first_line = message.lines().next().unwrap_or_default();
-            eprintln!("tchprune: error: {first_line}");
+            eprintln!("tchprune: error: {}", one_line(&format!("{err:#}")));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The longest error line printed, in bytes.
+const MAX_ERROR_LINE: usize = 4096;
+
+/// `message` as one line: its line breaks written `\n` (a key holding one stays whole and
+/// unambiguous), cut at [`MAX_ERROR_LINE`] bytes with a note of how much was left out.
+fn one_line(message: &str) -> String {
+    let line = message.trim_end().replace('\r', "\\r").replace('\n', "\\n");
+    if line.len() <= MAX_ERROR_LINE {
+        return line;
+    }
+    let mut cut = MAX_ERROR_LINE;
+    while !line.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}... ({} more bytes)", &line[..cut], line.len() - cut)
 }
 
 /// The signals that stop a run (their default would end the process): SIGINT, SIGTERM, SIGHUP,

@@ -108,7 +108,34 @@ pub(crate) fn combine_masks(
     t: &Tensor,
     mask: &Tensor,
 ) -> Result<Tensor> {
+    if let Some(checked) = checked_before_the_method(method, t, mask) {
+        return checked;
+    }
     combine_masks_unchecked_dtype(method, t, mask).map_err(|e| unsupported_dtype(method, t, e))
+}
+
+/// What the host checks before calling any method, the same way on a fresh tensor and on a
+/// pruned one: the dims its declared type needs (a structured method's `dim`, on a tensor of 2
+/// or more dims) and what [`PruningMethod::check_shape`] finds. `Some` when that settles it: the
+/// error, or, for a tensor with no entries, `mask` itself, without calling the method (a tensor
+/// of shape `[2^28, 0]` takes no bytes; ranking or drawing its 2^28 empty slices took 6.8 GB).
+fn checked_before_the_method(
+    method: &dyn PruningMethod,
+    t: &Tensor,
+    mask: &Tensor,
+) -> Option<Result<Tensor>> {
+    let shape = t.size();
+    let checked = (|| -> Result<()> {
+        if let PruningType::Structured { dim } = method.pruning_type() {
+            crate::method::structured::checked_dim(t, dim)?;
+        }
+        method.check_shape(&shape)
+    })();
+    match checked {
+        Err(error) => Some(Err(error)),
+        Ok(()) if t.numel() == 0 => Some(mask.f_to_kind(Kind::Bool).map_err(Into::into)),
+        Ok(()) => None,
+    }
 }
 
 fn combine_masks_unchecked_dtype(
@@ -162,6 +189,9 @@ pub(crate) fn all_kept(t: &Tensor) -> Result<Tensor> {
 /// keeps everything (PyTorch's path without a container), then the result is checked.
 pub(crate) fn first_mask(method: &dyn PruningMethod, scores: &Tensor) -> Result<Tensor> {
     let everything = all_kept(scores)?;
+    if let Some(checked) = checked_before_the_method(method, scores, &everything) {
+        return checked;
+    }
     checked_mask(
         method,
         computed_mask(method, scores, &everything),

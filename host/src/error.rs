@@ -267,8 +267,9 @@ pub enum PruneError {
         /// The output path.
         output: String,
     },
-    /// An error raised by libtorch.
-    #[error("libtorch: {0}")]
+    /// An error raised by libtorch (displayed as its first line: the rest is libtorch's C++
+    /// backtrace).
+    #[error("libtorch: {}", first_line(&.0.to_string()))]
     Torch(TchError),
 }
 
@@ -305,6 +306,10 @@ impl PruneError {
             other => other,
         }
     }
+}
+
+fn first_line(message: &str) -> &str {
+    message.lines().next().unwrap_or_default()
 }
 
 fn in_module(module: &Option<String>) -> String {

@@ -96,7 +96,8 @@ pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
                     info.dtype
                 ))
             })?;
-            let shape: Vec<i64> = info.shape.iter().map(|&d| d as i64).collect();
+            let shape =
+                tensor_shape(&info.shape).map_err(|why| corrupt(format!("key '{key}': {why}")))?;
             let tensor = Tensor::f_empty(shape.as_slice(), (kind, Device::Cpu))?;
             let (start, end) = info.data_offsets;
             // SAFETY: a new contiguous CPU tensor of exactly `end - start` bytes (the layout
@@ -126,6 +127,30 @@ pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
         .collect::<Result<Vec<_>>>()?;
     tensors.sort_by(|(a, _), (b, _)| a.cmp(b));
     Ok(Checkpoint { tensors, metadata })
+}
+
+/// The most dimensions a libtorch tensor has.
+pub(crate) const MAX_DIMS: usize = 64;
+
+/// A shape read from a file as libtorch's: at most [`MAX_DIMS`] dimensions, each at most
+/// `i64::MAX`.
+pub(crate) fn tensor_shape(shape: &[usize]) -> std::result::Result<Vec<i64>, String> {
+    if shape.len() > MAX_DIMS {
+        return Err(format!(
+            "{} dimensions, more than the {MAX_DIMS} a tensor can have",
+            shape.len()
+        ));
+    }
+    shape
+        .iter()
+        .map(|&d| {
+            i64::try_from(d).map_err(|_| {
+                format!(
+                    "the dimension {d} of {shape:?} is larger than a tensor's largest (2^63 - 1)"
+                )
+            })
+        })
+        .collect()
 }
 
 /// The error for a file that is not a readable safetensors file.

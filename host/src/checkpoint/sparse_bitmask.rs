@@ -126,30 +126,61 @@ pub fn compress(checkpoint: &Checkpoint) -> Result<Checkpoint> {
 }
 
 /// Values, packed bitmask, row offsets and the number of non-zero entries of a contiguous 2-d
-/// CPU tensor.
+/// CPU tensor of a floating-point kind (see [`compressible`]).
+///
+/// Read in two passes over the entries' bits, not with `ne(0)` and `masked_select`: libtorch's
+/// `masked_select` on the CPU builds two `int64` index tensors of the input's size, and with them
+/// a 200 MB weight took 1.2 GB beyond the input; now it takes the bitmask and the values.
 fn compress_2d(flat: &Tensor) -> Result<(Tensor, Tensor, Tensor, i64)> {
+    match flat.kind() {
+        Kind::Float => compress_2d_as::<u32>(flat, 0x7fff_ffff),
+        Kind::Double => compress_2d_as::<u64>(flat, 0x7fff_ffff_ffff_ffff),
+        Kind::Half | Kind::BFloat16 => compress_2d_as::<u16>(flat, 0x7fff),
+        other => Err(PruneError::InvalidCheckpoint(format!(
+            "cannot compress {other:?} entries"
+        ))),
+    }
+}
+
+/// [`compress_2d`] for entries stored as `T`, zero when their bits outside the sign (`magnitude`)
+/// are (0.0 and -0.0 are both zero, as `ne(0)` has them; NaN is not).
+fn compress_2d_as<T>(flat: &Tensor, magnitude: T) -> Result<(Tensor, Tensor, Tensor, i64)>
+where
+    T: Copy + Default + PartialEq + std::ops::BitAnd<Output = T>,
+{
     let (rows, cols) = (flat.size()[0], flat.size()[1]);
-    let nonzero = flat.f_ne(0)?.f_contiguous()?;
-    let keep = Vec::<bool>::try_from(nonzero.f_reshape([-1])?)?;
+    let numel = flat.numel();
+    // SAFETY: a contiguous CPU tensor of `numel` entries of `T`'s size (the caller's kinds),
+    // only read while the slice lives.
+    let entries = unsafe { crate::tensor_data::entries::<T>(flat, numel) };
+    let zero = T::default();
     let bytes_per_row = ((cols + 7) / 8) as usize;
-    let mut bits = vec![0u8; rows as usize * bytes_per_row];
+    let bits = Tensor::f_zeros([rows, bytes_per_row as i64], (Kind::Uint8, Device::Cpu))?;
+    // SAFETY: a new contiguous CPU tensor of `rows * bytes_per_row` bytes, only written here.
+    let packed_rows =
+        unsafe { crate::tensor_data::entries_mut::<u8>(&bits, rows as usize * bytes_per_row) };
     let mut offsets = Vec::with_capacity(rows as usize);
     let mut kept = 0i64;
-    for (entries, packed) in keep
+    for (row, packed) in entries
         .chunks(cols.max(1) as usize)
-        .zip(bits.chunks_mut(bytes_per_row.max(1)))
+        .zip(packed_rows.chunks_mut(bytes_per_row.max(1)))
     {
         offsets.push(kept);
-        for (i, &on) in entries.iter().enumerate() {
-            if on {
+        for (i, &entry) in row.iter().enumerate() {
+            if entry & magnitude != zero {
                 packed[i / 8] |= 1 << (i % 8);
                 kept += 1;
             }
         }
     }
-    let values = flat.f_masked_select(&nonzero)?;
-    let bitmask = Tensor::from_slice(&bits).f_reshape([rows, bytes_per_row as i64])?;
-    Ok((values, bitmask, Tensor::from_slice(&offsets), kept))
+    let values = Tensor::f_empty([kept], (flat.kind(), Device::Cpu))?;
+    // SAFETY: a new contiguous CPU tensor of `kept` entries of `T`'s size, only written here.
+    let out = unsafe { crate::tensor_data::entries_mut::<T>(&values, kept as usize) };
+    let nonzeros = entries.iter().filter(|&&entry| entry & magnitude != zero);
+    for (slot, &entry) in out.iter_mut().zip(nonzeros) {
+        *slot = entry;
+    }
+    Ok((values, bits, Tensor::from_slice(&offsets), kept))
 }
 
 /// `checkpoint` with its sparse-bitmask weights made dense (a checkpoint without any, as it
@@ -194,7 +225,9 @@ pub fn decompress(checkpoint: &Checkpoint) -> Result<Checkpoint> {
         let dense = decompress_weight(&weight, &parts)?;
         let dense = match shapes.get(prefix) {
             Some(shape) => {
-                if shape.iter().product::<i64>() != dense.numel() as i64 {
+                let entries = (shape.iter())
+                    .try_fold(1i64, |n, &d| (d >= 0).then(|| n.checked_mul(d)).flatten());
+                if shape.len() > super::file::MAX_DIMS || entries != Some(dense.numel() as i64) {
                     return Err(PruneError::InvalidCheckpoint(format!(
                         "'{weight}': the recorded shape {shape:?} does not hold the {} \
                          decompressed entries",
@@ -231,13 +264,23 @@ fn decompress_weight(weight: &str, parts: &BTreeMap<&str, &Tensor>) -> Result<Te
         )));
     }
     let shape = Vec::<i64>::try_from(shape.f_to_kind(Kind::Int64)?)?;
-    if shape.is_empty() || shape.iter().any(|&d| d < 0) {
+    if shape.is_empty() || shape.len() > super::file::MAX_DIMS || shape.iter().any(|&d| d < 0) {
         return Err(invalid(format!("invalid dense shape {shape:?}")));
     }
+    // Sizes come from the file: every product is checked (a lying `.shape` of [2^61, 64] must
+    // not wrap around to match an empty bitmask).
+    let too_large = || invalid(format!("the dense shape {shape:?} is too large"));
     let cols = *shape.last().expect("not empty");
-    let rows: i64 = shape[..shape.len() - 1].iter().product();
-    let bytes_per_row = (cols + 7) / 8;
-    if bitmask.kind() != Kind::Uint8 || bitmask.numel() as i64 != rows * bytes_per_row {
+    let rows = (shape[..shape.len() - 1].iter()).try_fold(1i64, |n, &d| n.checked_mul(d));
+    let rows = rows.ok_or_else(too_large)?;
+    let bytes_per_row = cols / 8 + i64::from(cols % 8 != 0);
+    let element = values.kind().elt_size_in_bytes();
+    let dense_bytes = (rows.checked_mul(cols))
+        .and_then(|n| usize::try_from(n).ok())
+        .and_then(|n| n.checked_mul(element))
+        .ok_or_else(too_large)?;
+    let expected_bitmask = rows.checked_mul(bytes_per_row).ok_or_else(too_large)?;
+    if bitmask.kind() != Kind::Uint8 || bitmask.numel() as i64 != expected_bitmask {
         return Err(invalid(format!(
             "'.bitmask' must be uint8 with {rows} x {bytes_per_row} entries for shape {shape:?}, \
              got {:?} {:?}",
@@ -251,24 +294,41 @@ fn decompress_weight(weight: &str, parts: &BTreeMap<&str, &Tensor>) -> Result<Te
             values.size()
         )));
     }
-    let bits = Vec::<u8>::try_from(bitmask.f_reshape([-1])?.f_contiguous()?)?;
-    let mut keep = Vec::with_capacity((rows * cols) as usize);
-    for row in bits
-        .chunks(bytes_per_row.max(1) as usize)
-        .take(rows as usize)
-    {
-        keep.extend((0..cols as usize).map(|i| row[i / 8] >> (i % 8) & 1 == 1));
+    let bits = bitmask.f_to_device(Device::Cpu)?.f_contiguous()?;
+    // SAFETY: a contiguous CPU uint8 tensor of `expected_bitmask` entries (checked above).
+    let bits = unsafe { crate::tensor_data::entries::<u8>(&bits, expected_bitmask as usize) };
+    let cols_usize = cols as usize;
+    fn row_bits(row: &[u8], cols: usize) -> impl Iterator<Item = usize> + '_ {
+        (0..cols).filter(move |&i| row[i / 8] >> (i % 8) & 1 == 1)
     }
-    let kept = keep.iter().filter(|k| **k).count();
+    let rows_of_bits = || {
+        bits.chunks(bytes_per_row.max(1) as usize)
+            .take(rows as usize)
+    };
+    let kept: usize = rows_of_bits()
+        .map(|row| row_bits(row, cols_usize).count())
+        .sum();
     if kept != values.numel() {
         return Err(invalid(format!(
             "the bitmask marks {kept} non-zero entries but '.compressed' holds {}",
             values.numel()
         )));
     }
-    let mask = Tensor::from_slice(&keep).f_reshape(shape.as_slice())?;
+    // Written in place, not with a bool mask and `masked_scatter` (each the dense size again).
+    let values = values.f_to_device(Device::Cpu)?.f_contiguous()?;
+    // SAFETY: a contiguous CPU tensor of `kept` entries of `element` bytes each.
+    let value_bytes = unsafe { crate::tensor_data::entries::<u8>(&values, kept * element) };
     let dense = Tensor::f_zeros(shape.as_slice(), (values.kind(), Device::Cpu))?;
-    Ok(dense.f_masked_scatter(&mask, &values.f_to_device(Device::Cpu)?)?)
+    // SAFETY: a new contiguous CPU tensor of `dense_bytes` bytes, only written here.
+    let out = unsafe { crate::tensor_data::entries_mut::<u8>(&dense, dense_bytes) };
+    let mut next = value_bytes.chunks_exact(element.max(1));
+    for (r, row) in rows_of_bits().enumerate() {
+        for i in row_bits(row, cols_usize) {
+            let at = (r * cols as usize + i) * element;
+            out[at..at + element].copy_from_slice(next.next().expect("counted"));
+        }
+    }
+    Ok(dense)
 }
 
 /// The compression config of a compressed checkpoint, as JSON.

@@ -73,15 +73,32 @@ impl Norm {
                 ),
             });
         }
-        // These norms have no value over a side of 0 (no identity), as in PyTorch.
-        let size = t.size();
-        if (p < 0.0 || p == f64::INFINITY) && reduced.iter().any(|&d| size[d as usize] == 0) {
+        self.check_slices(&t.size(), dim)?;
+        Ok(t.f_norm_scalaropt_dim(p, reduced.as_slice(), false)?)
+    }
+
+    /// Fails, as PyTorch does, for the norms without identity (negative `p`, `inf`) when the
+    /// slices of a tensor of `size` along `dim` have no entries, and for `'fro'` over more than
+    /// two dims.
+    fn check_slices(self, size: &[i64], dim: usize) -> Result<()> {
+        let p = match self {
+            Norm::P(p) => p,
+            Norm::Fro if size.len() <= 3 => return Ok(()),
+            Norm::Fro => {
+                return Err(PruneError::InvalidNorm(format!(
+                    "'fro' reduces at most two dims, a tensor of shape {size:?} needs {}",
+                    size.len() - 1
+                )))
+            }
+        };
+        let empty = (size.iter().enumerate()).any(|(d, &side)| d != dim && side == 0);
+        if (p < 0.0 || p == f64::INFINITY) && empty {
             return Err(PruneError::InvalidNorm(format!(
                 "the {p} norm has no value over no entries, and the slices of a tensor of \
                  shape {size:?} along dim {dim} have none"
             )));
         }
-        Ok(t.f_norm_scalaropt_dim(p, reduced.as_slice(), false)?)
+        Ok(())
     }
 }
 
@@ -192,7 +209,8 @@ impl PruningMethod for LnStructured {
     }
 
     fn check_shape(&self, shape: &[i64]) -> Result<()> {
-        check_structured(shape, self.dim, self.amount)
+        check_structured(shape, self.dim, self.amount)?;
+        self.n.check_slices(shape, checked_dim_of(shape, self.dim)?)
     }
 }
 
