@@ -519,6 +519,7 @@ fn convolution_sites(
             eprintln!("note: convolutions not timed ({why}); --model and --image-size say which model and input");
             return Ok(Default::default());
         }
+        Err(tchprune::PruneError::InvalidGroups(why)) => anyhow::bail!("{why}"),
         Err(why) => return Err(why.into()),
     };
     let [_, h, w] = layers::default_image(name);
