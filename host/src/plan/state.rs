@@ -602,9 +602,18 @@ pub(crate) fn recorded_argument(value: Value) -> Value {
 fn resolve(patterns: &[String], keys: &[String]) -> Result<Vec<String>> {
     let mut matched: Vec<String> = Vec::new();
     let mut seen = std::collections::HashSet::new();
+    // A literal key is looked up, not matched against every key: a plan listing 50,000 keys of
+    // a 100,000-tensor checkpoint took 68-82 s that way.
+    let literal: std::collections::HashMap<&str, &String> =
+        keys.iter().map(|key| (key.as_str(), key)).collect();
     for pattern in patterns {
-        let glob = WildMatch::new(pattern);
-        let hits: Vec<&String> = keys.iter().filter(|key| glob.matches(key)).collect();
+        let hits: Vec<&String> = match pattern.contains(['*', '?']) {
+            false => literal.get(pattern.as_str()).copied().into_iter().collect(),
+            true => {
+                let glob = WildMatch::new(pattern);
+                keys.iter().filter(|key| glob.matches(key)).collect()
+            }
+        };
         if hits.is_empty() {
             return Err(PruneError::PatternMatchesNothing(pattern.clone()));
         }
