@@ -595,7 +595,7 @@ fn speed(
         let layers: Vec<_> = (choices.iter())
             .map(|c| {
                 json!({"weight": c.weight, "shape": c.shape, "dtype": format!("{:?}", c.dtype),
-                       "sparsity": c.sparsity, "dense_seconds": c.dense_seconds, "sparse_seconds": c.sparse_seconds,
+                       "sparsity": c.sparsity, "dense_seconds": c.dense_seconds, "sparse_seconds": c.sparse_seconds, "spread": c.spread,
                        "form": if c.sparse { "sparse" } else { "dense" }})
             })
             .collect();
@@ -620,19 +620,20 @@ fn speed(
         .unwrap_or(6)
         .clamp(6, 100);
     out!(
-        "{:width$}  {:>14}  {:>8}  {:>8}  {:>10}  {:>10}  {:>7}  form (batch {batch})",
+        "{:width$}  {:>14}  {:>8}  {:>8}  {:>10}  {:>10}  {:>7}  {:>6}  form (batch {batch})",
         "weight",
         "shape",
         "dtype",
         "sparsity",
         "dense",
         "sparse",
-        "speedup"
+        "speedup",
+        "spread"
     );
     let ms = |s: f64| format!("{:.3} ms", s * 1e3);
     for c in &choices {
         out!(
-            "{:width$}  {:>14}  {:>8}  {:>7.2}%  {:>10}  {:>10}  {:>6.2}x  {}",
+            "{:width$}  {:>14}  {:>8}  {:>7.2}%  {:>10}  {:>10}  {:>6.2}x  {:>5.0}%  {}",
             c.weight,
             format!("{:?}", c.shape),
             format!("{:?}", c.dtype),
@@ -640,6 +641,7 @@ fn speed(
             ms(c.dense_seconds),
             ms(c.sparse_seconds),
             c.speedup(),
+            100.0 * c.spread,
             if c.sparse { "sparse" } else { "dense" }
         );
     }

@@ -58,7 +58,10 @@ fn tiny_files_claiming_huge_shapes_take_no_more_than_the_base() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     claims(&d.join("wide.safetensors"), &[("fc.weight", &[1 << 28, 0])]);
-    claims(&d.join("wider.safetensors"), &[("fc.weight", &[1 << 40, 0])]);
+    claims(
+        &d.join("wider.safetensors"),
+        &[("fc.weight", &[1 << 40, 0])],
+    );
     assert!(std::fs::metadata(d.join("wide.safetensors")).unwrap().len() < 100);
     let plans = [
         json!({"method": "ln_structured", "params": ["fc.weight"], "amount": 0.5, "n": 2, "dim": 0}),
@@ -87,7 +90,10 @@ fn tiny_files_claiming_huge_shapes_take_no_more_than_the_base() {
     // Model detection does not build a classifier of the size `fc.weight` claims.
     claims(
         &d.join("classes.safetensors"),
-        &[("fc.weight", &[1 << 22, 0]), ("conv1.weight", &[64, 3, 7, 0])],
+        &[
+            ("fc.weight", &[1 << 22, 0]),
+            ("conv1.weight", &[64, 3, 7, 0]),
+        ],
     );
     for args in [
         &["shrink", "classes.safetensors", "--print-groups"][..],

@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 pub fn trace_builtin(name: &str, shapes: &BTreeMap<String, Vec<i64>>) -> Result<DependencyGraph> {
     let classes = builtin_classes(shapes);
     let model = builtin_model(name, shapes).map_err(|err| match err {
-        PruneError::InvalidGroups(why) => {
-            PruneError::InvalidGroups(format!("{why}; declare its groups (--groups FILE, or \"groups\" in a plan step)"))
-        }
+        PruneError::InvalidGroups(why) => PruneError::InvalidGroups(format!(
+            "{why}; declare its groups (--groups FILE, or \"groups\" in a plan step)"
+        )),
         other => other,
     })?;
     match model {

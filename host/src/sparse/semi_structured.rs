@@ -192,7 +192,7 @@ pub(super) fn measure_two_of_four(
             tch::Cuda::synchronize(index as i64);
         }
     };
-    let (dense_seconds, sparse_seconds) = alternating_medians(
+    let times = alternating_medians(
         options.calls,
         || {
             let ys = tch::no_grad(|| xs.f_linear(&weight, bias.as_ref()))?;
@@ -212,7 +212,7 @@ pub(super) fn measure_two_of_four(
         layer.shape,
         nonzeros,
         (SparseFormat::SemiStructured, layer.kind),
-        (dense_seconds, sparse_seconds),
+        times,
         options,
     );
     Ok((choice.sparse.then_some(layer), choice))
