@@ -67,6 +67,50 @@ pub fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// The longest reason of a [`PruneError::PluginLoad`] kept from abi_stable's message (its
+/// layout reports run to 72 KB).
+const MAX_LOAD_REASON: usize = 300;
+
+/// abi_stable's refusal `message` as one error: a version mismatch found in the types' layouts
+/// (`incompatible package versions Expected: 0.1.0 Found: 0.2.0`, deep in a layout report) as
+/// [`PruneError::PluginVersion`] with both versions, anything else as its first line, cut short.
+fn load_failure(path: &Path, message: &str) -> PruneError {
+    if let Some(at) = message.find("incompatible package versions") {
+        let mut words = message[at..].split_whitespace();
+        let mut after = |label: &str| {
+            words
+                .by_ref()
+                .skip_while(|word| *word != label)
+                .nth(1)
+                .map(|v| {
+                    v.trim_matches(|c: char| !c.is_ascii_alphanumeric())
+                        .to_owned()
+                })
+        };
+        if let (Some(expected), Some(found)) = (after("Expected:"), after("Found:")) {
+            return PruneError::PluginVersion {
+                path: path.to_owned(),
+                plugin_version: found,
+                host_version: expected,
+            };
+        }
+    }
+    let first = message.trim().lines().next().unwrap_or_default();
+    let mut reason = first.to_owned();
+    if reason.len() > MAX_LOAD_REASON {
+        let mut cut = MAX_LOAD_REASON;
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason.truncate(cut);
+        reason.push_str("...");
+    }
+    PruneError::PluginLoad {
+        path: path.to_owned(),
+        reason,
+    }
+}
+
 fn open(path: &Path) -> Result<PluginModuleRef> {
     if !path.exists() {
         return Err(PruneError::PluginNotFound(path.to_owned()));
@@ -102,10 +146,7 @@ fn open(path: &Path) -> Result<PluginModuleRef> {
                 host_version: PLUGIN_API_VERSION.to_owned(),
             }
         }
-        other => PruneError::PluginLoad {
-            path: path.to_owned(),
-            reason: other.to_string().trim().to_owned(),
-        },
+        other => load_failure(path, &other.to_string()),
     };
     let module = header
         .upgrade()
@@ -114,4 +155,36 @@ fn open(path: &Path) -> Result<PluginModuleRef> {
     // Plugins stay loaded for the life of the process (see the module docs).
     std::mem::forget(library);
     Ok(module)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_mismatch_in_the_layouts_is_one_line_with_both_versions() {
+        let report = format!(
+            "Compared <this>:\n{}\nincompatible package versions\nExpected:\n    0.1.0\n\
+             Found:\n    0.2.0\n{}",
+            "layout ".repeat(400),
+            "more ".repeat(10_000)
+        );
+        match load_failure(Path::new("libp.so"), &report) {
+            PruneError::PluginVersion {
+                plugin_version,
+                host_version,
+                ..
+            } => assert_eq!(
+                (plugin_version.as_str(), host_version.as_str()),
+                ("0.2.0", "0.1.0")
+            ),
+            other => panic!("{other:?}"),
+        }
+        let other = load_failure(
+            Path::new("libp.so"),
+            &format!("{}\nsecond", "x".repeat(5000)),
+        );
+        let text = other.to_string();
+        assert!(text.len() < 500 && !text.contains('\n'), "{text}");
+    }
 }
