@@ -172,3 +172,19 @@ fn two_files_with_one_method_name_are_refused_naming_both() {
     let after: Vec<String> = registry.iter().map(|e| e.name.clone()).collect();
     assert_eq!(before, after);
 }
+
+#[test]
+fn a_truncated_plugin_is_refused_without_a_crash() {
+    let foobar = common::plugin("tchprune-plugin-foobar");
+    let bytes = std::fs::read(&foobar).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Cut inside the segments, after them, and by one byte; loading any of them used to map
+    // pages past the end of the file and die of SIGBUS on touching them.
+    for cut in [64 << 10, bytes.len() / 2, bytes.len() - 1] {
+        let file = dir.path().join(format!("libcut_{cut}.so"));
+        std::fs::write(&file, &bytes[..cut]).unwrap();
+        let err = Registry::empty().load_plugin(&file).unwrap_err();
+        assert!(matches!(err, PruneError::NotAPlugin { .. }), "{err:?}");
+        assert!(err.to_string().contains("cut short"), "{err}");
+    }
+}

@@ -278,16 +278,6 @@ fn an_input_truncated_while_it_is_read_is_an_error_not_a_crash() {
     }
 }
 
-/// The names in `dir`, sorted.
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 /// Starts `tchprune args` in `dir` and sends it `signal` after `delay`.
 fn signalled_run(dir: &Path, args: &[&str], signal: i32, delay: Duration) -> std::process::Output {
     use std::os::unix::process::CommandExt;
@@ -328,7 +318,7 @@ fn a_signal_at_any_moment_leaves_the_whole_output_and_status_0_or_nothing_and_it
     );
     let expected = &weight * &mask;
     let args = ["finalize", "in.safetensors", "-o", "out.safetensors"];
-    let before = names(dir.path());
+    let before = common::listing(dir.path());
     // How long loading (a run that does nothing) and a whole run take here: most signals are
     // spread over the work between them, and a little beyond.
     let start = Instant::now();
@@ -369,7 +359,11 @@ fn a_signal_at_any_moment_leaves_the_whole_output_and_status_0_or_nothing_and_it
                 finished += 1;
             }
             Some(code) if code == 128 + signal => {
-                assert_eq!(names(dir.path()), before, "signal {signal} after {delay:?}");
+                assert_eq!(
+                    common::listing(dir.path()),
+                    before,
+                    "signal {signal} after {delay:?}"
+                );
                 let lines: Vec<&str> = stderr.lines().collect();
                 assert_eq!(lines.len(), 1, "signal {signal} after {delay:?}: {stderr}");
                 assert!(lines[0].starts_with("tchprune: stopped by SIG"), "{stderr}");
@@ -380,7 +374,11 @@ fn a_signal_at_any_moment_leaves_the_whole_output_and_status_0_or_nothing_and_it
                 // second) the signal's default action ends it: nothing has been written.
                 use std::os::unix::process::ExitStatusExt;
                 assert_eq!(output.status.signal(), Some(signal), "after {delay:?}");
-                assert_eq!(names(dir.path()), before, "signal {signal} after {delay:?}");
+                assert_eq!(
+                    common::listing(dir.path()),
+                    before,
+                    "signal {signal} after {delay:?}"
+                );
                 assert!(stderr.is_empty(), "{stderr}");
                 loading += 1;
             }
@@ -400,7 +398,7 @@ fn sigkill_in_the_middle_of_a_write_leaves_no_temporary_file() {
     let big = tch::Tensor::ones([64, 1 << 20], (tch::Kind::Float, tch::Device::Cpu));
     common::write(&dir.path().join("big.safetensors"), &[("w", &big)]);
     drop(big);
-    let before = names(dir.path());
+    let before = common::listing(dir.path());
     let args = ["finalize", "big.safetensors", "-o", "out.safetensors"];
     let mut caught = 0;
     for delay_ms in [150, 300, 450, 600, 800, 1000] {
@@ -413,10 +411,10 @@ fn sigkill_in_the_middle_of_a_write_leaves_no_temporary_file() {
         if output.status.code().is_none() {
             // Killed: whatever it was writing is gone, or (killed while it exits) whole.
             let out = dir.path().join("out.safetensors");
-            let mut left = names(dir.path());
+            let mut left = common::listing(dir.path());
             if out.exists() {
                 assert!(tchprune::checkpoint::read(&out).is_ok(), "a partial output");
-                left.retain(|name| name != "out.safetensors");
+                left.retain(|(name, _)| name != "out.safetensors");
             } else {
                 caught += 1;
             }

@@ -111,6 +111,50 @@ fn load_failure(path: &Path, message: &str) -> PruneError {
     }
 }
 
+/// Checks that an ELF file holds every byte its program headers and section header table say
+/// it does. Why: the loader maps a library's segments, and touching a mapped page past the end
+/// of the file is SIGBUS: a plugin cut to 64 KiB crashed `tchprune methods --plugin`. A file
+/// that is not 64-bit little-endian ELF is left to the loader, which refuses it.
+fn check_elf_extent(path: &Path) -> std::result::Result<(), String> {
+    use std::os::unix::fs::FileExt;
+    let file = crate::files::open_regular(path).map_err(|err| err.to_string())?;
+    let len = file.metadata().map_err(|err| err.to_string())?.len();
+    let mut header = [0u8; 64];
+    if file.read_exact_at(&mut header, 0).is_err() || header[..6] != *b"\x7fELF\x02\x01" {
+        return Ok(());
+    }
+    let u16_at = |b: &[u8], at: usize| u64::from(u16::from_le_bytes([b[at], b[at + 1]]));
+    let u64_at =
+        |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+    let cut = |what: &str, end: Option<u64>| match end {
+        Some(end) if end <= len => Ok(()),
+        _ => Err(format!(
+            "it is cut short: its {what} reaches past its {len} bytes (a truncated or damaged \
+             library)"
+        )),
+    };
+    let (phoff, shoff) = (u64_at(&header, 0x20), u64_at(&header, 0x28));
+    let (phentsize, phnum) = (u16_at(&header, 0x36), u16_at(&header, 0x38));
+    let (shentsize, shnum) = (u16_at(&header, 0x3a), u16_at(&header, 0x3c));
+    let table_end = |offset: u64, size: u64, count: u64| {
+        size.checked_mul(count).and_then(|n| n.checked_add(offset))
+    };
+    cut("section header table", table_end(shoff, shentsize, shnum))?;
+    cut("program header table", table_end(phoff, phentsize, phnum))?;
+    if phentsize < 56 {
+        return Ok(()); // not a program header table the loader would map from
+    }
+    let mut entry = vec![0u8; phentsize as usize];
+    for index in 0..phnum {
+        let at = phoff + index * phentsize;
+        file.read_exact_at(&mut entry, at)
+            .map_err(|err| err.to_string())?;
+        let (offset, size) = (u64_at(&entry, 8), u64_at(&entry, 32));
+        cut(&format!("segment {index}"), offset.checked_add(size))?;
+    }
+    Ok(())
+}
+
 fn open(path: &Path) -> Result<PluginModuleRef> {
     if !path.exists() {
         return Err(PruneError::PluginNotFound(path.to_owned()));
@@ -121,6 +165,7 @@ fn open(path: &Path) -> Result<PluginModuleRef> {
         path: path.to_owned(),
         reason,
     };
+    check_elf_extent(path).map_err(not_a_plugin)?;
     // SAFETY: loading runs the library's initialisers; that is what loading a plugin means.
     let library = unsafe { libloading::Library::new(path) }
         .map_err(|err| not_a_plugin(format!("it cannot be opened as a shared library ({err})")))?;
