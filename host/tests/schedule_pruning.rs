@@ -369,3 +369,27 @@ fn errors_name_the_problem_and_change_nothing() {
         assert!(v1.equal(v2), "{k1}");
     }
 }
+
+#[test]
+fn a_misspelt_tensor_is_found_on_the_first_step_not_at_begin_step() {
+    let (_vs, mut model) = lenet();
+    let mut schedule = config(
+        Schedule::PolynomialDecay {
+            initial_sparsity: 0.0,
+            final_sparsity: 0.5,
+            begin_step: 100,
+            end_step: 1000,
+            power: 3.0,
+            frequency: 100,
+        },
+        Distribution::default(),
+    );
+    schedule.tensors[1] = "conv2.wieght".to_owned();
+    let registry = Registry::with_builtins();
+    let mut pruner = GradualPruner::new(schedule, &registry).unwrap();
+    let up_front = pruner.check(&model).unwrap_err();
+    assert!(up_front.to_string().contains("conv2.wieght"), "{up_front}");
+    let at_step_0 = pruner.step(&mut model, 0).unwrap_err();
+    assert!(at_step_0.to_string().contains("conv2.wieght"), "{at_step_0}");
+    assert!(!model.is_pruned());
+}

@@ -156,6 +156,8 @@ pub struct GradualPruner {
     method: Registered,
     pruning_type: PruningType,
     rounds: Vec<Round>,
+    /// Whether the tensors were found in the target already (on the first call that sees it).
+    checked: bool,
 }
 
 /// One tensor's units before a round.
@@ -218,6 +220,7 @@ impl GradualPruner {
             method,
             pruning_type,
             rounds: Vec::new(),
+            checked: false,
         })
     }
 
@@ -233,11 +236,30 @@ impl GradualPruner {
 
     /// Prunes `target` when the schedule prunes at `step`, and says what the round did;
     /// `Ok(None)` on other steps. Call it once per training step (after the optimizer's).
+    ///
+    /// The first call checks the schedule's tensors against `target` ([`GradualPruner::check`]),
+    /// whatever the step: a misspelt name fails at step 0, not at the schedule's `begin_step`.
     pub fn step(&mut self, target: &mut impl Prunable, step: u64) -> Result<Option<Round>> {
+        if !self.checked {
+            self.check(target)?;
+            self.checked = true;
+        }
         match self.config.schedule.sparsity_at(step) {
             Some(sparsity) => self.prune(target, sparsity, Some(step)).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// Checks that every tensor of the schedule is in `target` and fits the method's type (a
+    /// structured method's `dim`), naming the first that is not; changes nothing. [`step`]
+    /// calls it on its first call; call it up front to check a schedule before training.
+    ///
+    /// [`step`]: GradualPruner::step
+    pub fn check(&self, target: &impl Prunable) -> Result<()> {
+        for path in &self.config.tensors {
+            units_of(target, path, self.pruning_type)?;
+        }
+        Ok(())
     }
 
     /// Prunes `target` to `sparsity` of all the schedule's tensors now, whatever the step
