@@ -148,3 +148,30 @@ fn a_bad_plugin_in_global_pruning_changes_no_tensor() {
     // The host is unharmed: pruning goes on as usual.
     prune::l1_unstructured(&mut model, "fc1.weight", 0.5, None).unwrap();
 }
+
+#[test]
+fn a_structured_plugin_is_checked_against_the_tensor_the_same_way_fresh_or_pruned() {
+    let mut registry = Registry::with_builtins();
+    registry
+        .load_plugin(common::plugin("tchprune-fixture-first-channels"))
+        .unwrap();
+    let method = registry
+        .build("first_channels", &json!({"amount": 1}))
+        .unwrap();
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let _bias = vs.root().zeros("bias", &[4]);
+    let mut pruner = tchprune::VarStorePruner::new(&vs);
+    // A fresh 1-d tensor: refused by the host, before the plugin sees it.
+    let fresh = prune::apply(&mut pruner, "bias", method.clone(), None).unwrap_err();
+    assert!(
+        matches!(fresh.innermost(), PruneError::NotMultidimensional { .. }),
+        "{fresh:?}"
+    );
+    // The same tensor pruned once already: the same refusal.
+    prune::identity(&mut pruner, "bias").unwrap();
+    let pruned = prune::apply(&mut pruner, "bias", method, None).unwrap_err();
+    assert!(
+        matches!(pruned.innermost(), PruneError::NotMultidimensional { .. }),
+        "{pruned:?}"
+    );
+}

@@ -390,6 +390,9 @@ fn a_misspelt_tensor_is_found_on_the_first_step_not_at_begin_step() {
     let up_front = pruner.check(&model).unwrap_err();
     assert!(up_front.to_string().contains("conv2.wieght"), "{up_front}");
     let at_step_0 = pruner.step(&mut model, 0).unwrap_err();
-    assert!(at_step_0.to_string().contains("conv2.wieght"), "{at_step_0}");
+    assert!(
+        at_step_0.to_string().contains("conv2.wieght"),
+        "{at_step_0}"
+    );
     assert!(!model.is_pruned());
 }
