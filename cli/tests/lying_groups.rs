@@ -183,3 +183,49 @@ fn the_consistency_check_refuses_what_a_reader_would_trip_on() {
     );
     tchprune::checkpoint::check_consistent(&fine).unwrap();
 }
+
+#[test]
+fn a_group_of_zero_channels_is_one_line_in_tchprunes_words() {
+    let setup = |dir: &Path| {
+        let empty = |shape: &[i64]| Tensor::zeros(shape, (Kind::Float, Device::Cpu));
+        common::write(
+            &dir.join("empty.safetensors"),
+            &[
+                ("fc.weight", &empty(&[0, 4])),
+                ("fc.bias", &empty(&[0])),
+                ("out.weight", &empty(&[2, 0])),
+            ],
+        );
+        let groups = json!([{"writers": ["fc.weight"], "channelwise": ["fc.bias"],
+                             "readers": [{"key": "out.weight"}]}]);
+        std::fs::write(
+            dir.join("groups.json"),
+            json!({ "groups": groups }).to_string(),
+        )
+        .unwrap();
+        common::write_plan(
+            dir,
+            &json!({"steps": [{"method": "prune_groups", "params": ["*"], "groups": groups,
+                               "pruning_method": "ln_structured", "amount": 1, "n": 2, "dim": 0}]}),
+        );
+    };
+    common::refused_in(
+        "shrink, zero channels",
+        setup,
+        &[
+            "shrink",
+            "empty.safetensors",
+            "--groups",
+            "groups.json",
+            "-o",
+            "x.safetensors",
+        ],
+        &["'fc.weight' has no channels"],
+    );
+    common::refused_in(
+        "prune_groups, zero channels",
+        setup,
+        &common::apply_args("empty.safetensors", "x.safetensors"),
+        &["step 1", "'fc.weight' has no channels"],
+    );
+}

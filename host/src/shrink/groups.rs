@@ -114,6 +114,12 @@ impl DependencyGraph {
                 return Err(invalid("it has no writers".to_owned()));
             };
             let channels = *shape(first)?.first().unwrap_or(&0);
+            if channels == 0 {
+                return Err(invalid(format!(
+                    "writer '{first}' has no channels (shape {:?}): nothing to remove",
+                    shape(first)?
+                )));
+            }
             for key in &group.writers {
                 let dims = shape(key)?;
                 if dims.len() < 2 || dims[0] != channels {
