@@ -99,6 +99,8 @@ write_config() {
   local tmp
   tmp="$(mktemp "$dir/.cargo/config.toml.XXXXXX")"
   printf '%s\n%s\n' "$MARKER for this machine (not committed): where libtorch is." "$block" >"$tmp"
+  # mktemp makes the file 0600: give it the mode a new file gets (0666 less the umask).
+  chmod "$(printf '%04o' $(( 0666 & ~0$(umask) )))" "$tmp"
   mv "$tmp" "$config"
   say "wrote $config"
 }
@@ -109,8 +111,10 @@ LIBTORCH_ENV="[env]
 LIBTORCH = \"$TORCH_DIR\"
 LIBTORCH_CXX11_ABI = \"$CXX11_ABI\""
 
-write_config "$REPO_ROOT" "$LIBTORCH_ENV
-TCHPRUNE_PYTHON = \"$VENV/bin/python\""
+# With --configure only the named crate's file is written: this clone's own stays as it is.
 if [ -n "$CONFIGURE" ]; then
   write_config "$(cd "$CONFIGURE" && pwd)" "$LIBTORCH_ENV"
+else
+  write_config "$REPO_ROOT" "$LIBTORCH_ENV
+TCHPRUNE_PYTHON = \"$VENV/bin/python\""
 fi
