@@ -318,3 +318,91 @@ proptest! {
         prop_assert!(files(dir.path()).iter().all(|f| !f.ends_with(".tmp")));
     }
 }
+
+/// A shape with a zero somewhere (so the file holds no data for it) and other dimensions from
+/// 1 to 2^62: what a tiny file can claim.
+fn empty_shape() -> impl Strategy<Value = Vec<u64>> {
+    let dim = prop::sample::select(vec![0u64, 1, 3, 1 << 20, 1 << 40, 1 << 62]);
+    (
+        prop::collection::vec(dim, 1..4),
+        any::<prop::sample::Index>(),
+    )
+        .prop_map(|(mut dims, at)| {
+            let at = at.index(dims.len());
+            dims[at] = 0;
+            dims
+        })
+}
+
+/// A header-only safetensors file whose tensors claim `shapes` (f32, no entries).
+fn claiming(shapes: &[(&str, Vec<u64>)]) -> Vec<u8> {
+    let header: serde_json::Map<String, Value> = (shapes.iter())
+        .map(|(key, shape)| {
+            let info = json!({"dtype": "F32", "shape": shape, "data_offsets": [0, 0]});
+            (key.to_string(), info)
+        })
+        .collect();
+    let header = Value::Object(header).to_string();
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes
+}
+
+/// A well-formed step of each built-in method (what it finds in the shapes is up to them).
+fn valid_step() -> impl Strategy<Value = Value> {
+    prop::sample::select(vec![
+        json!({"method": "l1_unstructured", "params": ["*"], "amount": 0.5}),
+        json!({"method": "random_unstructured", "params": ["a.weight"], "amount": 1}),
+        json!({"method": "ln_structured", "params": ["*"], "amount": 0.5, "n": 2, "dim": 0}),
+        json!({"method": "ln_structured", "params": ["b.weight"], "amount": 2, "n": "inf", "dim": -1}),
+        json!({"method": "random_structured", "params": ["*"], "amount": 0.3, "dim": 1}),
+        json!({"method": "global_unstructured", "params": ["*"], "pruning_method": "l1_unstructured", "amount": 0.5}),
+        json!({"method": "identity", "params": ["*"]}),
+        json!({"method": "remove", "params": ["a.weight"]}),
+    ])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 150,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// Shapes with zero and huge dimensions: every plan gives empty masks or a clean error,
+    /// without materializing anything of the claimed sizes (a slice or a draw per entry of a
+    /// 2^40 dimension would exhaust memory and fail the test).
+    #[test]
+    fn plans_on_shapes_with_zero_and_huge_dimensions_prune_or_fail_cleanly(
+        a in empty_shape(),
+        b in empty_shape(),
+        steps in prop::collection::vec(valid_step(), 1..4),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.safetensors");
+        std::fs::write(&input, claiming(&[("a.weight", a), ("b.weight", b)])).unwrap();
+        let Ok(plan) = Plan::from_json(&json!({"steps": steps}).to_string(), dir.path(), "plan")
+        else {
+            return Ok(());
+        };
+        // A shape whose dimensions multiply past 2^64 before the zero is refused on read.
+        let file = match checkpoint::read(&input) {
+            Ok(file) => file,
+            Err(err) => {
+                prop_assert!(err.to_string().contains("too large"), "{err}");
+                return Ok(());
+            }
+        };
+        let state = PrunedState::from_checkpoint(file).unwrap();
+        match state.apply_plan(&plan, &Registry::with_builtins(), &mut |_, _| {}) {
+            Err(err) => prop_assert!(!err.to_string().is_empty()),
+            Ok(state) => {
+                let out = state.to_checkpoint(MaskDtype::Bool).unwrap();
+                prop_assert!(out.tensors.iter().all(|(_, t)| t.numel() == 0));
+                let output = dir.path().join("out.safetensors");
+                checkpoint::write(&out.tensors, &out.metadata, &output).unwrap();
+                prop_assert!(checkpoint::read(&output).is_ok());
+            }
+        }
+    }
+}

@@ -133,7 +133,7 @@ pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
 pub(crate) const MAX_DIMS: usize = 64;
 
 /// A shape read from a file as libtorch's: at most [`MAX_DIMS`] dimensions, each at most
-/// `i64::MAX`.
+/// `i64::MAX`, with strides that fit in an `i64`.
 pub(crate) fn tensor_shape(shape: &[usize]) -> std::result::Result<Vec<i64>, String> {
     if shape.len() > MAX_DIMS {
         return Err(format!(
@@ -141,7 +141,7 @@ pub(crate) fn tensor_shape(shape: &[usize]) -> std::result::Result<Vec<i64>, Str
             shape.len()
         ));
     }
-    shape
+    let dims: Vec<i64> = shape
         .iter()
         .map(|&d| {
             i64::try_from(d).map_err(|_| {
@@ -150,7 +150,15 @@ pub(crate) fn tensor_shape(shape: &[usize]) -> std::result::Result<Vec<i64>, Str
                 )
             })
         })
-        .collect()
+        .collect::<std::result::Result<_, _>>()?;
+    // libtorch's strides multiply every dimension but the first (zeros counted as ones).
+    let strides = (dims.iter().skip(1)).try_fold(1i64, |n, &d| n.checked_mul(d.max(1)));
+    if strides.is_none() {
+        return Err(format!(
+            "the shape {shape:?} is too large (a tensor's strides would overflow)"
+        ));
+    }
+    Ok(dims)
 }
 
 /// The error for a file that is not a readable safetensors file.
