@@ -30,3 +30,13 @@ pub(crate) unsafe fn entries_mut<T>(t: &Tensor, len: usize) -> &mut [T] {
     // SAFETY: as the caller promises; the pointer is not null for a tensor with entries.
     unsafe { std::slice::from_raw_parts_mut(t.data_ptr().cast::<T>(), len) }
 }
+
+/// The number of entries of a tensor of `shape`: 0 when a dimension is 0 (however large the
+/// others, as a file may claim), else the product, saturating at `i64::MAX` instead of
+/// overflowing.
+pub(crate) fn entries_in(shape: &[i64]) -> i64 {
+    if shape.contains(&0) {
+        return 0;
+    }
+    shape.iter().fold(1i64, |n, &d| n.saturating_mul(d))
+}

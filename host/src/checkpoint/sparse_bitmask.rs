@@ -43,7 +43,7 @@ pub fn is_compressed(checkpoint: &Checkpoint) -> bool {
 fn compressible(name: &str, shape: &[i64], kind: Kind) -> bool {
     name.ends_with(".weight")
         && shape.len() >= 2
-        && shape.iter().product::<i64>() > 0
+        && crate::tensor_data::entries_in(shape) > 0
         && matches!(
             kind,
             Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16
@@ -53,7 +53,7 @@ fn compressible(name: &str, shape: &[i64], kind: Kind) -> bool {
 /// The bytes of tensor data [`compress`] writes for the tensor `name` of `shape` and `kind`
 /// with `nonzeros` non-zero entries (what it takes as it is, when it is not compressed).
 pub fn compressed_bytes(name: &str, shape: &[i64], kind: Kind, nonzeros: i64) -> u64 {
-    let numel: i64 = shape.iter().product();
+    let numel: i64 = crate::tensor_data::entries_in(shape);
     let element = kind.elt_size_in_bytes() as u64;
     if !compressible(name, shape, kind) {
         return numel as u64 * element;

@@ -66,7 +66,9 @@ impl PruningMethod for L1Unstructured {
     }
 
     fn check_shape(&self, shape: &[i64]) -> Result<()> {
-        self.amount.units_to_prune(shape.iter().product()).map(drop)
+        self.amount
+            .units_to_prune(crate::tensor_data::entries_in(shape))
+            .map(drop)
     }
 }
 
@@ -115,7 +117,9 @@ impl PruningMethod for RandomUnstructured {
     }
 
     fn check_shape(&self, shape: &[i64]) -> Result<()> {
-        self.amount.units_to_prune(shape.iter().product()).map(drop)
+        self.amount
+            .units_to_prune(crate::tensor_data::entries_in(shape))
+            .map(drop)
     }
 }
 

@@ -538,7 +538,7 @@ fn check_shapes(
     if let Action::Global(method) = action {
         let total: i64 = keys
             .iter()
-            .map(|key| shape_of(key).iter().product::<i64>())
+            .map(|key| crate::tensor_data::entries_in(&shape_of(key)))
             .sum();
         method
             .check_shape(&[total])
