@@ -133,7 +133,7 @@ pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
 pub(crate) const MAX_DIMS: usize = 64;
 
 /// A shape read from a file as libtorch's: at most [`MAX_DIMS`] dimensions, each at most
-/// `i64::MAX`, with strides that fit in an `i64`.
+/// `i64::MAX`, whose non-zero dimensions multiply to at most `i64::MAX`.
 pub(crate) fn tensor_shape(shape: &[usize]) -> std::result::Result<Vec<i64>, String> {
     if shape.len() > MAX_DIMS {
         return Err(format!(
@@ -151,11 +151,13 @@ pub(crate) fn tensor_shape(shape: &[usize]) -> std::result::Result<Vec<i64>, Str
             })
         })
         .collect::<std::result::Result<_, _>>()?;
-    // libtorch's strides multiply every dimension but the first (zeros counted as ones).
-    let strides = (dims.iter().skip(1)).try_fold(1i64, |n, &d| n.checked_mul(d.max(1)));
+    // libtorch's strides multiply the dimensions (zeros counted as ones), and so does tch's
+    // `numel` (in a debug build an overflow there panics): a shape whose non-zero dimensions
+    // multiply past `i64::MAX` has no tensor, even with no entries.
+    let strides = dims.iter().try_fold(1i64, |n, &d| n.checked_mul(d.max(1)));
     if strides.is_none() {
         return Err(format!(
-            "the shape {shape:?} is too large (a tensor's strides would overflow)"
+            "the shape {shape:?} is too large (its dimensions multiply past 2^63)"
         ));
     }
     Ok(dims)
