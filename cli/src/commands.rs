@@ -424,10 +424,8 @@ fn shrink(
         check_apart(output, [input].into_iter().chain(groups))?;
     }
     let mut state = read_state(input)?;
-    let shapes = shrink::shapes(&checkpoint::state_dict_with(
-        state.module(),
-        MaskDtype::Bool,
-    ));
+    let tensors = checkpoint::state_dict_with(state.module(), MaskDtype::Bool);
+    let shapes = shrink::shapes(&tensors);
     let graph = match groups {
         Some(path) => {
             let bytes = tchprune::files::read_bounded(path, MAX_GROUPS_BYTES)
@@ -440,7 +438,7 @@ fn shrink(
             shrink::trace_builtin(model, &shapes).with_context(|| input.display().to_string())?
         }
     };
-    let tensors = checkpoint::state_dict_with(state.module(), MaskDtype::Bool);
+    // Checked here as well as by `shrink`: `--print-groups` prints before anything shrinks.
     shrink::check_groups(&tensors, &graph).with_context(|| input.display().to_string())?;
     drop(tensors);
     let Some(output) = output else {

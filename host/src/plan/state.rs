@@ -206,10 +206,10 @@ impl PrunedState {
         model: &Option<String>,
         keys: &[String],
     ) -> Result<DependencyGraph> {
+        let tensors = checkpoint::state_dict_with(&self.module, MaskDtype::Bool);
         let graph = match graph {
             Some(graph) => graph.clone(),
             None => {
-                let tensors = checkpoint::state_dict_with(&self.module, MaskDtype::Bool);
                 let model = model.as_deref().unwrap_or("auto");
                 let shapes = shrink::shapes(&tensors);
                 match &self.traced {
@@ -226,7 +226,6 @@ impl PrunedState {
                 }
             }
         };
-        let tensors = checkpoint::state_dict_with(&self.module, MaskDtype::Bool);
         shrink::check_groups(&tensors, &graph)?;
         let selected: std::collections::HashSet<&str> = keys.iter().map(String::as_str).collect();
         Ok(DependencyGraph {
